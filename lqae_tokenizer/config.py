@@ -1,0 +1,128 @@
+"""``LQAEConfig``: every architectural and loss setting of an LQAE tokenizer, with named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+CODEBOOK_VOCABULARIES = ("all", "words")
+QUANTIZER_METRICS = ("cosine", "l2")
+
+
+@dataclass
+class LQAEConfig:
+    """Configuration of an LQAE image tokenizer.
+
+    Geometry: images are ``image_size x image_size`` RGB in [0, 1], cut into ``patch_size`` patches,
+    giving ``(image_size // patch_size) ** 2`` tokens. Encoder and decoder are ViTs; the frozen
+    ``language_model`` (any Hugging Face encoder: a Hub id or a local folder) supplies the codebook
+    (its word-embedding table) and the hidden states the decoder reads.
+
+    Presets: ``LQAEConfig.from_preset("paper")`` (ViT-B/16 at 256x256 over roberta-base, the paper's
+    run) and ``"tiny"`` (32x32, patch 8, two narrow layers: seconds on a CPU).
+
+    Fields filled in when a tokenizer is built (``language_model_revision``, ``codebook_fingerprint``)
+    pin the codebook so that a checkpoint cannot be loaded against a different embedding table.
+    """
+
+    image_size: int = 256
+    patch_size: int = 16
+    encoder_width: int = 768
+    encoder_depth: int = 12
+    encoder_heads: int = 12
+    decoder_width: int = 768
+    decoder_depth: int = 12
+    decoder_heads: int = 12
+    mlp_ratio: float = 4.0
+    language_model: str = "FacebookAI/roberta-base"
+    language_model_revision: str | None = None
+    codebook_vocabulary: str = "all"
+    metric: str = "cosine"
+    mask_ratio: float = 0.5
+    pixel_loss_weight: float = 1.0
+    commitment_weight: float = 0.01
+    mlm_loss_weight: float = 1e-4
+    codebook_fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch_size
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.grid_size**2
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field and how to fix it."""
+        for name in ("image_size", "patch_size", "encoder_width", "encoder_depth", "encoder_heads",
+                     "decoder_width", "decoder_depth", "decoder_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size}); "
+                f"use e.g. image_size={self.grid_size * self.patch_size or self.patch_size}"
+            )
+        for prefix in ("encoder", "decoder"):
+            width, heads = getattr(self, f"{prefix}_width"), getattr(self, f"{prefix}_heads")
+            if width % heads:
+                raise ValueError(f"{prefix}_width ({width}) must be divisible by {prefix}_heads ({heads})")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        if not (0.0 <= self.mask_ratio < 1.0):
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio!r} (the paper uses 0.5)")
+        for name in ("pixel_loss_weight", "commitment_weight", "mlm_loss_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.codebook_vocabulary not in CODEBOOK_VOCABULARIES:
+            raise ValueError(
+                f"codebook_vocabulary must be one of {CODEBOOK_VOCABULARIES}, got {self.codebook_vocabulary!r}"
+            )
+        if self.metric not in QUANTIZER_METRICS:
+            raise ValueError(f"metric must be one of {QUANTIZER_METRICS}, got {self.metric!r}")
+        if not isinstance(self.language_model, str) or not self.language_model:
+            raise ValueError(f"language_model must be a Hub id or a local folder, got {self.language_model!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LQAEConfig":
+        """Build from a dict (e.g. ``config.json``); unknown keys raise ``ValueError`` naming them."""
+        if not isinstance(data, dict):
+            raise TypeError(f"config must be a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown LQAEConfig fields {unknown}; valid fields are {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "LQAEConfig":
+        """A named preset with optional field overrides.
+
+        Example:
+            >>> LQAEConfig.from_preset("tiny", language_model="./my-lm").tokens_per_image
+            16
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's run: ViT-B/16 encoder and decoder at 256x256 over frozen roberta-base, cosine
+    # search over the full vocabulary, mask ratio 0.5, commitment 0.01, masked-LM weight 1e-4.
+    "paper": {},
+    # A CPU-sized model for tests and quick experiments: 16 tokens per image.
+    "tiny": dict(
+        image_size=32, patch_size=8, encoder_width=64, encoder_depth=2, encoder_heads=2,
+        decoder_width=64, decoder_depth=2, decoder_heads=2,
+    ),
+}

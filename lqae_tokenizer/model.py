@@ -1,0 +1,146 @@
+"""The LQAE network: ViT encoder -> exact quantization onto LM embeddings -> frozen LM -> ViT decoder."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LQAEConfig
+from .language_model import FrozenLanguageModel
+from .quantizer import LanguageQuantizer, codebook_usage
+from .vit import ImageDecoder, ImageEncoder
+
+
+@dataclass
+class LQAEOutput:
+    """What one training forward returns.
+
+    reconstruction ``[B, 3, H, W]`` (unclamped pixel scale); ids ``[B, N]`` int64; every loss
+    term a scalar; ``codebook_usage`` the fraction of codebook rows used in the batch and
+    ``perplexity`` the exponential entropy of the batch's id histogram.
+    """
+
+    reconstruction: torch.Tensor
+    ids: torch.Tensor
+    loss: torch.Tensor
+    pixel_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    mlm_loss: torch.Tensor
+    codebook_usage: torch.Tensor
+    perplexity: torch.Tensor
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+class LQAEModel(nn.Module):
+    """Encoder, quantizer, frozen language model and decoder.
+
+    Args:
+        config: the architecture and loss weights.
+        language_model: the frozen LM (codebook = its word embeddings).
+        allowed_ids: ``LongTensor[K]`` ids the quantizer may produce (no special tokens).
+        mask_token_id: the LM's ``<mask>`` id, used for the random masking of training.
+    """
+
+    def __init__(self, config: LQAEConfig, language_model: FrozenLanguageModel,
+                 allowed_ids: torch.Tensor, mask_token_id: int | None) -> None:
+        super().__init__()
+        if config.tokens_per_image > language_model.max_tokens:
+            raise ValueError(
+                f"image_size={config.image_size} with patch_size={config.patch_size} gives "
+                f"{config.tokens_per_image} tokens, more than the language model's limit of "
+                f"{language_model.max_tokens}; raise patch_size or lower image_size"
+            )
+        if config.mask_ratio > 0 and mask_token_id is None:
+            raise ValueError("mask_ratio > 0 needs a language model with a mask token; set mask_ratio=0")
+        self.config = config
+        width = language_model.hidden_size
+        self.encoder = ImageEncoder(config.image_size, config.patch_size, config.encoder_width,
+                                    config.encoder_depth, config.encoder_heads, config.mlp_ratio, width)
+        self.decoder = ImageDecoder(config.image_size, config.patch_size, config.decoder_width,
+                                    config.decoder_depth, config.decoder_heads, config.mlp_ratio, width)
+        self.quantizer = LanguageQuantizer(allowed_ids, config.metric)
+        self.language_model = language_model
+        self.mask_token_id = mask_token_id
+        self.mlm_enabled = config.mlm_loss_weight > 0 and language_model.has_trained_head
+        if config.mlm_loss_weight > 0 and not language_model.has_trained_head:
+            warnings.warn(
+                f"language model {config.language_model!r} has no trained masked-LM head: the masked-LM "
+                "loss term is off (set mlm_loss_weight=0 to silence this)",
+                stacklevel=2,
+            )
+
+    # -- what is trained and saved ------------------------------------------------------------
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """The modules whose weights are trained and saved (never the language model)."""
+        return {"encoder": self.encoder, "decoder": self.decoder}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, m in self.trainable_modules().items() for k, v in m.state_dict().items()}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.trainable_modules().values() for p in m.parameters()]
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.quantizer.allowed_ids.numel())
+
+    # -- inference pieces -----------------------------------------------------------------------
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels ``[B, 3, H, W]`` in [0, 1] -> ids ``[B, N]``. Never runs the language model."""
+        z = self.encoder(pixels.to(_dtype_of(self.encoder)))
+        return self.quantizer.search(z, self.language_model.word_embeddings)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids ``[B, N]`` -> raw embedding rows ``[B, N, H]``."""
+        return F.embedding(ids, self.language_model.word_embeddings)
+
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids ``[B, N]`` -> pixels ``[B, 3, H, W]`` clamped to [0, 1], through the LM (no mask)."""
+        hidden = self.language_model(self.embed(ids))
+        return self.decoder(hidden.to(_dtype_of(self.decoder))).clamp(0.0, 1.0)
+
+    def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids ``[B, N]`` -> the LM's last hidden states ``[B, N, H]``."""
+        return self.language_model(self.embed(ids))
+
+    # -- training forward -----------------------------------------------------------------------
+    def forward(self, pixels: torch.Tensor, mask_ratio: float | None = None,
+                generator: torch.Generator | None = None) -> LQAEOutput:
+        """Full training forward on pixels ``[B, 3, H, W]`` in [0, 1].
+
+        ``mask_ratio`` defaults to the config's value in training mode and 0 in eval mode.
+        """
+        if mask_ratio is None:
+            mask_ratio = self.config.mask_ratio if self.training else 0.0
+        embeddings = self.language_model.word_embeddings
+        z = self.encoder(pixels.to(_dtype_of(self.encoder)))  # [B, N, H]
+        quantized = self.quantizer(z, embeddings)
+        lm_inputs = quantized.quantized.to(embeddings.dtype)
+        masked = torch.zeros(quantized.ids.shape, dtype=torch.bool, device=pixels.device)
+        if mask_ratio > 0:
+            masked = torch.rand(quantized.ids.shape, generator=generator, device=pixels.device) < mask_ratio
+            lm_inputs = torch.where(masked.unsqueeze(-1), embeddings[self.mask_token_id], lm_inputs)
+        hidden = self.language_model(lm_inputs)  # [B, N, H]
+        reconstruction = self.decoder(hidden.to(_dtype_of(self.decoder)))
+        pixel_loss = F.mse_loss(reconstruction.float(), pixels.float())
+        mlm_loss = self._mlm_loss(hidden, quantized.ids, masked)
+        c = self.config
+        loss = (c.pixel_loss_weight * pixel_loss + c.commitment_weight * quantized.commitment_loss.float()
+                + c.mlm_loss_weight * mlm_loss)
+        usage, perplexity = codebook_usage(quantized.ids, self.codebook_size)
+        return LQAEOutput(reconstruction, quantized.ids, loss, pixel_loss, quantized.commitment_loss.float(),
+                          mlm_loss, usage, perplexity)
+
+    def _mlm_loss(self, hidden: torch.Tensor, ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the LM head at masked positions against the encoder's own ids."""
+        if not self.mlm_enabled or not bool(masked.any()):
+            return hidden.new_zeros((), dtype=torch.float32)
+        logits = self.language_model.mlm_logits(hidden[masked])  # [M, V]
+        return F.cross_entropy(logits.float(), ids[masked])

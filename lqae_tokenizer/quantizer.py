@@ -1,0 +1,93 @@
+"""Quantization onto a frozen language model's word embeddings.
+
+The nearest allowed row (exact, see :mod:`lqae_tokenizer.search`) replaces each encoder vector; the
+quantized vector is the raw (un-normalised) embedding row, passed back with the straight-through
+estimator ``q_st = z + sg(q - z)``; the commitment loss is ``mse(sg(q), z)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .search import Codebook
+
+
+def codebook_fingerprint(embeddings: torch.Tensor, allowed_ids: torch.Tensor) -> str:
+    """``"sha256:<hex>"`` over the float32 embedding table ``[V, H]`` and the allowed ids.
+
+    Pins what every id means: any change of weights (another LM or revision) or of the
+    allowed-id rule changes it.
+    """
+    digest = hashlib.sha256()
+    table = embeddings.detach().to("cpu", torch.float32).contiguous()
+    digest.update(f"{list(table.shape)}|".encode())
+    digest.update(table.numpy().tobytes())
+    digest.update(allowed_ids.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass
+class QuantizerOutput:
+    """ids ``[B, N]`` int64; quantized ``[B, N, H]`` (straight-through); commitment loss (scalar)."""
+
+    ids: torch.Tensor
+    quantized: torch.Tensor
+    commitment_loss: torch.Tensor
+
+
+class LanguageQuantizer(nn.Module):
+    """Exact nearest-row quantizer over a frozen embedding table it does not own.
+
+    Args:
+        allowed_ids: ``LongTensor[K]`` sorted ids the quantizer may return.
+        metric: ``"cosine"`` (paper) or ``"l2"``.
+
+    The table (the language model's ``[V, H]`` word embeddings) is passed to each call, so it is
+    neither copied nor registered twice; the prepared search layout is cached and rebuilt when the
+    table moves, changes dtype or is modified in place.
+    """
+
+    def __init__(self, allowed_ids: torch.Tensor, metric: str) -> None:
+        super().__init__()
+        self.register_buffer("allowed_ids", allowed_ids.clone(), persistent=False)
+        self.metric = metric
+        self._codebook: Codebook | None = None
+        self._codebook_key: tuple | None = None
+
+    def codebook(self, embeddings: torch.Tensor) -> Codebook:
+        """The prepared search layout of ``embeddings`` (cached)."""
+        key = (embeddings.data_ptr(), embeddings.device, embeddings.dtype, embeddings._version)
+        if self._codebook is None or key != self._codebook_key:
+            allowed = self.allowed_ids.to(embeddings.device)
+            self._codebook = Codebook(embeddings.detach(), metric=self.metric, allowed_ids=allowed)
+            self._codebook_key = key
+        return self._codebook
+
+    def search(self, z: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """``[B, N, H]`` vectors -> ``[B, N]`` int64 ids (exact nearest allowed rows)."""
+        flat = z.detach().reshape(-1, z.shape[-1])  # [B*N, H]
+        if flat.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            flat = flat.float()
+        return self.codebook(embeddings).search(flat).view(z.shape[:-1])
+
+    def forward(self, z: torch.Tensor, embeddings: torch.Tensor) -> QuantizerOutput:
+        ids = self.search(z, embeddings)
+        q = F.embedding(ids, embeddings).to(z.dtype)  # raw rows, [B, N, H]
+        commitment = F.mse_loss(z, q.detach())
+        return QuantizerOutput(ids=ids, quantized=z + (q - z).detach(), commitment_loss=commitment)
+
+
+def codebook_usage(ids: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fraction of the codebook used by ``ids`` and the perplexity of their histogram.
+
+    Returns two float32 scalars: usage in (0, 1] and perplexity in [1, number of distinct ids].
+    """
+    _, counts = torch.unique(ids.reshape(-1), return_counts=True)
+    p = counts.float() / counts.sum()
+    perplexity = torch.exp(-(p * p.log()).sum())
+    return torch.tensor(counts.numel() / codebook_size, dtype=torch.float32), perplexity

@@ -1,0 +1,289 @@
+"""``ImageTokenizer``: images <-> ids of a frozen language model's vocabulary <-> text.
+
+Example:
+    >>> tok = ImageTokenizer.from_pretrained("./my-tokenizer")
+    >>> ids = tok.encode("cat.jpg")            # list[int], len == tok.tokens_per_image
+    >>> prompt = tok.to_text("cat.jpg")        # what goes inside an LLM prompt
+    >>> image = tok.decode(ids)                # PIL.Image, tok.image_size square
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import checkpoint
+from .config import LQAEConfig
+from .language_model import FrozenLanguageModel, load_language_model, quiet_transformers
+from .model import LQAEModel
+from .preprocessing import prepare_batch
+from .quantizer import codebook_fingerprint
+from .text import TextCodec
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+def _default_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _is_batch(images: Any) -> bool:
+    return isinstance(images, (list, tuple)) or (isinstance(images, torch.Tensor) and images.dim() == 4)
+
+
+def load_text_tokenizer(source: str | os.PathLike, **hub_kwargs: Any) -> Any:
+    """The language model's Hugging Face tokenizer from a folder or the Hub."""
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(str(source), **hub_kwargs)
+
+
+class ImageTokenizer:
+    """Turns images into ids of a frozen language model's vocabulary, and back.
+
+    Build a fresh (untrained) tokenizer from a config, or load a trained one with
+    :meth:`from_pretrained`. All inference runs batched under ``torch.inference_mode`` on
+    ``device`` (default: CUDA when available, else CPU).
+
+    Args:
+        config: the architecture; ``config.language_model`` (Hub id or folder) is loaded frozen.
+        device, dtype: where and in which float dtype the model runs (default float32).
+        cache_dir, local_files_only, token: passed to the Hub client when the LM is a Hub id.
+    """
+
+    def __init__(self, config: LQAEConfig, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, cache_dir: str | None = None,
+                 local_files_only: bool = False, token: str | bool | None = None) -> None:
+        hub = dict(revision=config.language_model_revision, cache_dir=cache_dir,
+                   local_files_only=local_files_only, token=token)
+        language_model = load_language_model(config.language_model, **hub)
+        text_tokenizer = load_text_tokenizer(config.language_model, **hub)
+        self._setup(config, language_model, text_tokenizer, device, dtype)
+
+    def _setup(self, config: LQAEConfig, language_model: FrozenLanguageModel, text_tokenizer: Any,
+               device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+        from .vocabulary import codebook_ids
+
+        table = language_model.word_embeddings
+        allowed = codebook_ids(text_tokenizer, table.shape[0], config.codebook_vocabulary)
+        fingerprint = codebook_fingerprint(table, allowed)
+        if config.codebook_fingerprint is not None and config.codebook_fingerprint != fingerprint:
+            raise checkpoint.CheckpointError(
+                f"codebook fingerprint mismatch: the checkpoint was trained on codebook {config.codebook_fingerprint} "
+                f"but language model {config.language_model!r} (revision {language_model.revision or 'unpinned'}) "
+                f"with codebook_vocabulary={config.codebook_vocabulary!r} gives {fingerprint}. The ids would mean "
+                f"different words: load the language model revision it was trained with "
+                f"({config.language_model_revision or 'see config.json'})."
+            )
+        config = dataclasses.replace(config, codebook_fingerprint=fingerprint,
+                                     language_model_revision=config.language_model_revision or language_model.revision)
+        self._config = config
+        self._text = TextCodec(text_tokenizer, allowed, config.tokens_per_image)
+        self.model = LQAEModel(config, language_model, allowed, text_tokenizer.mask_token_id)
+        self.model.to(device=_default_device(device), dtype=dtype or torch.float32).eval()
+
+    # -- loading and saving -----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                        cache_dir: str | None = None, local_files_only: bool = False,
+                        token: str | bool | None = None) -> "ImageTokenizer":
+        """Load a tokenizer from a local folder or a Hugging Face Hub repo (safetensors only).
+
+        The frozen LM comes from the checkpoint's ``language_model/`` folder when bundled, else
+        from ``config.language_model`` at the pinned revision (same ``cache_dir``/``token``/
+        ``local_files_only``). Raises :class:`~lqae_tokenizer.checkpoint.CheckpointError` for a
+        missing config or weights file, a missing/unexpected/misshapen weight, or a codebook whose
+        fingerprint differs from the one the checkpoint was trained with.
+        """
+        hub = dict(cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        folder = checkpoint.resolve_folder(name_or_path, revision=revision, **hub)
+        config = LQAEConfig.from_dict(checkpoint.read_config(folder))
+        bundled = folder / checkpoint.LANGUAGE_MODEL_DIR
+        if bundled.is_dir():
+            language_model = load_language_model(bundled)
+        else:
+            language_model = load_language_model(config.language_model, revision=config.language_model_revision, **hub)
+        text_tokenizer = load_text_tokenizer(folder)
+        self = cls.__new__(cls)
+        self._setup(config, language_model, text_tokenizer, device="cpu", dtype=torch.float32)
+        expected = self.model.trainable_state_dict()
+        state = checkpoint.read_weights(folder, expected)
+        for name, module in self.model.trainable_modules().items():
+            prefix = name + "."
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+        self.model.to(device=_default_device(device), dtype=dtype or torch.float32)
+        return self
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, include_language_model: bool = False) -> None:
+        """Write ``config.json``, ``model.safetensors`` and the text tokenizer files.
+
+        With ``include_language_model=True`` the frozen LM is written to ``language_model/`` so
+        the folder loads with no other source (offline, no Hub).
+        """
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._text.tokenizer.save_pretrained(str(folder))
+        checkpoint.write_weights(folder, self.model.trainable_state_dict())
+        if include_language_model:
+            self._save_language_model(folder / checkpoint.LANGUAGE_MODEL_DIR)
+        # The config goes last: a folder without it is not a checkpoint, so a crash mid-save is visible.
+        checkpoint.write_config(folder, self._config.to_dict())
+
+    def _save_language_model(self, target: Path) -> None:
+        lm = self.model.language_model
+        # An untrained MLM head is not saved, so the bundled copy keeps reporting "no trained head".
+        module = lm.model if lm.has_trained_head else lm.backbone
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".language_model."))
+        try:
+            module.save_pretrained(str(tmp), safe_serialization=True)
+            self._text.tokenizer.save_pretrained(str(tmp))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def push_to_hub(self, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
+                    revision: str | None = None, commit_message: str = "Upload lqae-tokenizer checkpoint",
+                    include_language_model: bool = False) -> str:
+        """Upload the checkpoint to the Hugging Face Hub; returns the commit URL."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, include_language_model=include_language_model)
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
+                                     commit_message=commit_message)
+        return str(getattr(info, "commit_url", info))
+
+    # -- properties -------------------------------------------------------------------------------
+    @property
+    def config(self) -> LQAEConfig:
+        return self._config
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self._config.tokens_per_image
+
+    @property
+    def image_size(self) -> int:
+        return self._config.image_size
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the language model's id space: every id lies in ``[0, vocab_size)``."""
+        return int(self.model.language_model.word_embeddings.shape[0])
+
+    @property
+    def codebook_ids(self) -> torch.Tensor:
+        """``LongTensor[K]``: the ids image tokens can take (no special tokens)."""
+        return self._text.allowed_ids
+
+    @property
+    def text_tokenizer(self) -> Any:
+        return self._text.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.encoder.parameters()).device
+
+    # -- images -> ids ----------------------------------------------------------------------------
+    def _encode_tensor(self, images: Any, do_resize: bool, batch_size: int) -> torch.Tensor:
+        """Any image input -> ``LongTensor[B, N]`` on the CPU."""
+        pixels = prepare_batch(images, self.image_size, do_resize=do_resize)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, pixels.shape[0], batch_size):
+                chunk = pixels[start : start + batch_size].to(self.device, non_blocking=True)
+                out.append(self.model.encode(chunk).cpu())
+        return torch.cat(out)
+
+    def encode(self, images: Any, *, do_resize: bool = True, batch_size: int = 64) -> list[int] | list[list[int]]:
+        """Image(s) -> ids. One image gives ``list[int]`` of length ``tokens_per_image``; a list
+        (or a ``BxCxHxW`` tensor) gives one such list per image."""
+        ids = self._encode_tensor(images, do_resize, batch_size).tolist()
+        return ids if _is_batch(images) else ids[0]
+
+    def __call__(self, images: Any, *, return_tensors: str | None = None, do_resize: bool = True,
+                 batch_size: int = 64) -> dict[str, Any]:
+        """``{"input_ids": LongTensor[B, N]}`` with ``return_tensors="pt"``, else lists of ids."""
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"return_tensors must be None or 'pt', got {return_tensors!r}")
+        ids = self._encode_tensor(images, do_resize, batch_size)
+        return {"input_ids": ids if return_tensors == "pt" else ids.tolist()}
+
+    # -- ids -> images ----------------------------------------------------------------------------
+    def decode(self, ids: Sequence[int] | torch.Tensor, *, output_type: str = "pil") -> Any:
+        """One image's ids -> image: ids -> embeddings -> LM (no mask) -> decoder.
+
+        ``output_type``: ``"pil"`` (RGB ``PIL.Image``), ``"np"`` (float32 ``[H, W, 3]`` in [0, 1])
+        or ``"pt"`` (float32 ``[3, H, W]`` in [0, 1]). Raises ``ValueError`` for a sequence of
+        the wrong length or ids outside the codebook (special tokens, out of range).
+        """
+        batch = self._text.check_ids(ids, batched=False)
+        return self._decode_tensor(batch, output_type)[0]
+
+    def batch_decode(self, ids: Sequence[Sequence[int]] | torch.Tensor, *, output_type: str = "pil",
+                     batch_size: int = 64) -> Any:
+        """Many images' ids ``[B, N]`` -> a list of PIL images, ``[B, H, W, 3]`` array or ``[B, 3, H, W]`` tensor."""
+        batch = self._text.check_ids(ids, batched=True)
+        return self._decode_tensor(batch, output_type, batch_size)
+
+    def _decode_tensor(self, ids: torch.Tensor, output_type: str, batch_size: int = 64) -> Any:
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        with torch.inference_mode():
+            pixels = torch.cat([self.model.decode(ids[s : s + batch_size].to(self.device)).float().cpu()
+                                for s in range(0, ids.shape[0], batch_size)])
+        if output_type == "pt":
+            return pixels
+        array = pixels.permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
+        if output_type == "np":
+            return array
+        return [Image.fromarray(np.round(a * 255.0).astype(np.uint8), mode="RGB") for a in array]
+
+    # -- text ---------------------------------------------------------------------------------------
+    def to_text(self, images: Any, *, do_resize: bool = True) -> str | list[str]:
+        """Image(s) -> the LM tokenizer's decoding of their ids: the text to put in a prompt."""
+        ids = self._encode_tensor(images, do_resize, 64).tolist()
+        texts = [self._text.ids_to_text(row) for row in ids]
+        return texts if _is_batch(images) else texts[0]
+
+    def from_text(self, text: str) -> list[int]:
+        """Text -> ids; the exact inverse of :meth:`to_text` when ``codebook_vocabulary="words"``."""
+        return self._text.text_to_ids(text)
+
+    def to_tokens(self, images: Any, *, do_resize: bool = True) -> list[str] | list[list[str]]:
+        """Image(s) -> token strings (e.g. ``"Ġcat"``); always exactly invertible by :meth:`from_tokens`."""
+        ids = self._encode_tensor(images, do_resize, 64).tolist()
+        tokens = [self._text.tokenizer.convert_ids_to_tokens(row) for row in ids]
+        return tokens if _is_batch(images) else tokens[0]
+
+    def from_tokens(self, tokens: Sequence[str]) -> list[int]:
+        """Token strings -> ids, checked against the codebook."""
+        return self._text.tokens_to_ids(tokens)
+
+    # -- features -------------------------------------------------------------------------------------
+    def features(self, images: Any, *, do_resize: bool = True, batch_size: int = 64) -> torch.Tensor:
+        """Mean-pooled last hidden states of the frozen LM on the images' ids: float32 ``[B, H]`` (CPU)."""
+        ids = self._encode_tensor(images, do_resize, batch_size)
+        out = []
+        with torch.inference_mode():
+            for s in range(0, ids.shape[0], batch_size):
+                hidden = self.model.hidden_states(ids[s : s + batch_size].to(self.device))  # [b, N, H]
+                out.append(hidden.float().mean(dim=1).cpu())
+        return torch.cat(out)
