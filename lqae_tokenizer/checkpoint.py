@@ -99,8 +99,9 @@ def read_weights(folder: Path, expected: dict[str, torch.Tensor]) -> dict[str, t
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{path} does not match the config: missing weights {missing[:8]}, "
-                              f"unexpected weights {unexpected[:8]}")
+        parts = ([f"missing weights {missing[:8]}"] if missing else []) + (
+            [f"unexpected weights {unexpected[:8]}"] if unexpected else [])
+        raise CheckpointError(f"{path} does not match its config.json: {', '.join(parts)}")
     for name, tensor in state.items():
         want = expected[name]
         if tuple(tensor.shape) != tuple(want.shape):

@@ -147,7 +147,8 @@ class ImageTokenizer:
         module = lm.model if lm.has_trained_head else lm.backbone
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".language_model."))
         try:
-            module.save_pretrained(str(tmp), safe_serialization=True)
+            with quiet_transformers():
+                module.save_pretrained(str(tmp), safe_serialization=True)
             self._text.tokenizer.save_pretrained(str(tmp))
             if target.exists():
                 shutil.rmtree(target)

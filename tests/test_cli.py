@@ -1,0 +1,79 @@
+"""lqae-tokenize on real files: formats, reconstructions, failures reported by path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import random_image
+
+
+@pytest.fixture(scope="module")
+def setup(word_tokenizer, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    word_tokenizer.save_pretrained(root / "model")
+    paths = []
+    for i in range(3):
+        path = root / f"img{i}.png"
+        Image.fromarray(random_image(20 + i, 40, 48)).save(path)
+        paths.append(path)
+    return root, paths, [word_tokenizer.encode(p) for p in paths]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("lqae-tokenize", path=str(Path(sys.executable).parent))
+    command = [exe] if exe else [sys.executable, "-m", "lqae_tokenizer.cli.tokenize"]
+    return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_formats(setup, word_tokenizer):
+    root, paths, ids = setup
+    out = cli(*paths, "--model", root / "model", "--format", "json", "--batch-size", "2")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["path"] for r in rows] == [str(p) for p in paths]
+    assert [r["ids"] for r in rows] == ids
+    assert rows[0]["tokens"] == word_tokenizer.text_tokenizer.convert_ids_to_tokens(ids[0])
+    assert rows[0]["text"] == word_tokenizer.to_text(paths[0])
+    text = cli(paths[0], "--model", root / "model")
+    assert text.stdout.rstrip("\n") == word_tokenizer.to_text(paths[0])
+    id_lines = cli(*paths, "--model", root / "model", "--format", "ids").stdout.splitlines()
+    assert [list(map(int, line.split())) for line in id_lines] == ids
+    token_line = cli(paths[1], "--model", root / "model", "--format", "tokens").stdout.split()
+    assert word_tokenizer.from_tokens(token_line) == ids[1]
+
+
+def test_reconstruct_writes_decoded_pngs(setup, word_tokenizer, tmp_path):
+    root, paths, ids = setup
+    out = cli(paths[0], paths[1], "--model", root / "model", "--format", "ids", "--reconstruct", tmp_path / "rec")
+    assert out.returncode == 0, out.stderr
+    written = sorted(p.name for p in (tmp_path / "rec").iterdir())
+    assert written == ["img0.png", "img1.png"]
+    assert Image.open(tmp_path / "rec" / "img0.png").tobytes() == word_tokenizer.decode(ids[0]).tobytes()
+
+
+def test_unreadable_inputs_are_reported_and_the_rest_processed(setup, tmp_path):
+    root, paths, ids = setup
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image at all")
+    out = cli(paths[0], broken, tmp_path / "missing.jpg", paths[2], "--model", root / "model", "--format", "ids")
+    assert out.returncode == 1
+    assert [list(map(int, line.split())) for line in out.stdout.splitlines()] == [ids[0], ids[2]]
+    assert f"skipping {broken}" in out.stderr and "missing.jpg" in out.stderr
+    assert "2 of 4 inputs failed" in out.stderr
+
+
+def test_bad_model_and_usage_errors(setup, tmp_path):
+    root, paths, _ = setup
+    out = cli(paths[0], "--model", tmp_path / "nowhere")
+    assert out.returncode == 2 and "cannot load --model" in out.stderr
+    out = cli(paths[0])
+    assert out.returncode == 2 and "--model" in out.stderr
+    out = cli(paths[0], "--model", root / "model", "--format", "xml")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
