@@ -1,13 +1,20 @@
 """Exact nearest-codebook search: one public op, a prepared codebook, and backend dispatch.
 
 ``nearest_code(x, codebook)`` returns, for every row of ``x``, the id of the codebook row at the
-smallest float64 distance (ties: lowest id), on every backend and batch size. The plain-PyTorch
-path lives in ``lqae_tokenizer.kernels.reference``; faster backends plug in through
-:func:`_select_backend`.
+smallest float64 distance (ties: lowest id), on every backend and batch size:
+
+- ``"torch"``: the plain-PyTorch path of ``lqae_tokenizer.kernels.reference`` (CPU path and oracle);
+- ``"triton"``: the fused Triton kernel (``kernels/nearest_code_triton.py``) proposes the best id and
+  the runner-up score per row; a row is accepted when the gap exceeds twice the proven rounding bound
+  of the kernel's arithmetic, and every other row is re-ranked exactly by the torch path.
+
+The op is registered with ``torch.library`` as ``lqae::nearest_code`` so that ``torch.compile``
+treats it as one opaque call (no graph break).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -17,7 +24,8 @@ from .kernels import reference
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "triton")
+FP32_PRECISIONS = ("tf32", "ieee")
 
 
 def _validate_metric(metric: str) -> None:
@@ -25,14 +33,59 @@ def _validate_metric(metric: str) -> None:
         raise ValueError(f"metric must be one of {reference.METRICS}, got {metric!r}")
 
 
-def _select_backend(backend: str) -> str:
-    """Resolve ``backend`` ("auto" honours the ``LQAE_BACKEND`` environment variable)."""
+@functools.lru_cache(maxsize=None)
+def _triton_import_problem() -> str | None:
+    try:
+        from .kernels import nearest_code_triton  # noqa: F401  (imports triton)
+    except ImportError as err:
+        return f"triton is not importable ({err}); install it with `pip install triton` (Linux x86_64)"
+    return None
+
+
+def triton_problem(device: torch.device) -> str | None:
+    """Why the Triton kernel cannot run on ``device`` (``None`` when it can)."""
+    if device.type == "cpu":
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            return "tensors are on the CPU; the Triton kernel runs on CUDA (or on the CPU with TRITON_INTERPRET=1)"
+    elif device.type != "cuda":
+        return f"tensors are on {device}; the Triton kernel runs on CUDA devices"
+    problem = _triton_import_problem()
+    if problem is None and device.type == "cpu":
+        from .kernels import nearest_code_triton
+
+        if not nearest_code_triton.INTERPRETED:
+            return "the kernel module was imported before TRITON_INTERPRET=1 was set; set it before importing"
+    return problem
+
+
+@functools.lru_cache(maxsize=None)
+def _log_fallback_once(reason: str) -> None:
+    logger.info("nearest_code: using the torch backend because %s", reason)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``"torch"`` or ``"triton"`` for ``backend`` on ``device``.
+
+    ``"auto"`` honours ``LQAE_BACKEND`` and picks Triton on CUDA when it can run, otherwise torch
+    (logged once). An explicit ``"triton"`` that cannot run raises ``RuntimeError`` saying why.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         backend = os.environ.get("LQAE_BACKEND", "auto").strip().lower() or "auto"
         if backend not in BACKENDS:
             raise ValueError(f"LQAE_BACKEND must be one of {BACKENDS}, got {backend!r}; unset it or fix the value")
-    elif backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    problem = triton_problem(device)
+    if backend == "triton":
+        if problem:
+            raise RuntimeError(f"backend='triton' cannot run: {problem}")
+        return "triton"
+    if device.type == "cuda" and problem is None:
+        return "triton"
+    if device.type == "cuda":
+        _log_fallback_once(problem)
     return "torch"
 
 
@@ -42,9 +95,7 @@ def _check_queries(x: torch.Tensor, dim: int, device: torch.device) -> None:
     if x.dim() != 2 or x.shape[1] != dim:
         raise ValueError(f"x must have shape [N, {dim}] (the codebook's width), got {list(x.shape)}")
     if x.dtype not in reference.SUPPORTED_DTYPES:
-        raise TypeError(
-            f"x must be float32, bfloat16 or float16, got {x.dtype}; convert it with x.float()"
-        )
+        raise TypeError(f"x must be float32, bfloat16 or float16, got {x.dtype}; convert it with x.float()")
     if x.device != device:
         raise ValueError(f"x is on {x.device} but the codebook is on {device}; move one of them with .to()")
 
@@ -63,20 +114,32 @@ class Codebook:
         >>> ids = book.search(torch.randn(5, 8))  # LongTensor[5], values in [10, 60)
     """
 
-    def __init__(
-        self, embeddings: torch.Tensor, metric: str = "cosine", allowed_ids: torch.Tensor | None = None
-    ) -> None:
+    def __init__(self, embeddings: torch.Tensor, metric: str = "cosine",
+                 allowed_ids: torch.Tensor | None = None) -> None:
         _validate_metric(metric)
         if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2 or embeddings.shape[0] == 0:
             got = list(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
             raise ValueError(f"embeddings must be a non-empty [V, D] tensor, got {got}")
         if embeddings.dtype not in reference.SUPPORTED_DTYPES:
             raise TypeError(f"embeddings must be float32, bfloat16 or float16, got {embeddings.dtype}")
+        if not bool(torch.isfinite(embeddings).all()):
+            raise ValueError("embeddings contain NaN or infinity; every codebook row must be finite")
         self.metric = metric
         self.vocab_size, self.dim = embeddings.shape
         self.allowed_ids = self._check_allowed(allowed_ids, embeddings.device)
         rows = embeddings.detach() if self.allowed_ids is None else embeddings.detach()[self.allowed_ids]
-        self._book = reference.prepare_codebook(rows, metric)
+        self._prepare(rows)
+
+    def _prepare(self, rows: torch.Tensor) -> None:
+        self._book = reference.prepare_codebook(rows, self.metric)
+        norms64 = torch.linalg.vector_norm(rows.to(torch.float64), dim=1)
+        if self.metric == "cosine":  # zero rows: cosine 0 with everything, scored 0 by the kernel too
+            self._aux = torch.where(norms64 > 0, 1.0 / norms64, 0.0).to(torch.float32)
+        elif self.metric == "l2":
+            self._aux = self._book.squared_norms
+        else:
+            self._aux = torch.zeros(rows.shape[0], dtype=torch.float32, device=rows.device)
+        self._kernel_rows: dict[torch.dtype, torch.Tensor] = {rows.dtype: rows.contiguous()}
 
     def _check_allowed(self, allowed_ids: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
         if allowed_ids is None:
@@ -102,6 +165,10 @@ class Codebook:
     def device(self) -> torch.device:
         return self._book.rows.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._book.rows.dtype
+
     def to(self, device: torch.device | str) -> "Codebook":
         """This codebook on ``device`` (self when already there)."""
         device = torch.device(device)
@@ -110,38 +177,100 @@ class Codebook:
         moved = Codebook.__new__(Codebook)
         moved.metric, moved.vocab_size, moved.dim = self.metric, self.vocab_size, self.dim
         moved.allowed_ids = None if self.allowed_ids is None else self.allowed_ids.to(device)
-        moved._book = reference.prepare_codebook(self._book.rows.to(device), self.metric)
+        moved._prepare(self._book.rows.to(device))
         return moved
 
-    def search(
-        self, x: torch.Tensor, *, backend: str = "auto", memory_budget: int = reference.DEFAULT_MEMORY_BUDGET
-    ) -> torch.Tensor:
+    def _rows_for(self, dtype: torch.dtype) -> torch.Tensor:
+        """Codebook rows in the kernel's compute dtype (exact: only ever widened), cached."""
+        if dtype not in self._kernel_rows:
+            self._kernel_rows[dtype] = self._book.rows.to(dtype).contiguous()
+        return self._kernel_rows[dtype]
+
+    def search(self, x: torch.Tensor, *, backend: str = "auto", precision: str = "tf32",
+               memory_budget: int = reference.DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
         """Exact nearest ids for ``x`` ``[N, D]`` -> ``LongTensor[N]`` in ``[0, V)``.
 
-        Non-contiguous ``x`` is fine. ``memory_budget`` bounds the fp32 score tile in bytes.
+        Args:
+            x: float32/bfloat16/float16 queries on the codebook's device; any strides.
+            backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (see :func:`resolve_backend`).
+            precision: how the Triton kernel multiplies fp32 inputs: ``"tf32"`` (tensor cores, more
+                rows re-ranked) or ``"ieee"``. Ids are exact either way.
+            memory_budget: bytes for the torch path's fp32 score tile.
         """
         _check_queries(x, self.dim, self.device)
-        _select_backend(backend)
-        with torch.no_grad():
-            positions = reference.nearest_code_torch(x.detach(), self._book, memory_budget=memory_budget)
+        if precision not in FP32_PRECISIONS:
+            raise ValueError(f"precision must be one of {FP32_PRECISIONS}, got {precision!r}")
+        chosen = resolve_backend(backend, x.device)
+        compute = torch.promote_types(x.dtype, self.dtype)
+        positions = torch.ops.lqae.nearest_code(
+            x.detach(), self._book.rows, self._book.search_rows, self._aux, self._rows_for(compute),
+            self._book.max_norm, self.metric, chosen, precision, memory_budget)
         return positions if self.allowed_ids is None else self.allowed_ids[positions]
 
 
-def nearest_code(
-    x: torch.Tensor,
-    codebook: torch.Tensor,
-    *,
-    metric: str = "cosine",
-    backend: str = "auto",
-    allowed_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
+@torch.library.custom_op("lqae::nearest_code", mutates_args=())
+def _nearest_code_op(x: torch.Tensor, rows: torch.Tensor, search_rows: torch.Tensor, aux: torch.Tensor,
+                     kernel_rows: torch.Tensor, max_norm: float, metric: str, backend: str, precision: str,
+                     memory_budget: int) -> torch.Tensor:
+    """Positions ``[N]`` into ``rows``; see :meth:`Codebook.search`. Inputs are the prepared layout."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinity; nearest-code search needs finite queries")
+    squared = aux if metric == "l2" else None
+    book = reference.PreparedCodebook(rows, search_rows, squared, max_norm, metric)
+    if backend == "triton":
+        return _search_triton(x, book, aux, kernel_rows, precision, memory_budget)
+    return reference.nearest_code_torch(x, book, memory_budget=memory_budget)
+
+
+@_nearest_code_op.register_fake
+def _(x, rows, search_rows, aux, kernel_rows, max_norm, metric, backend, precision, memory_budget):
+    return x.new_empty((x.shape[0],), dtype=torch.long)
+
+
+def _search_triton(x: torch.Tensor, book: reference.PreparedCodebook, aux: torch.Tensor,
+                   kernel_rows: torch.Tensor, precision: str, memory_budget: int) -> torch.Tensor:
+    from .kernels import nearest_code_triton as kernel
+
+    if x.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=x.device)
+    xk = x.to(kernel_rows.dtype)
+    best, ids, second = kernel.merge_splits(*kernel.launch(xk, kernel_rows, aux, book.metric, precision))
+    margin = kernel_margin(xk, book, kernel_rows.dtype, precision)
+    # Accept a row only when no other code can overtake the kernel's best within the rounding bound.
+    ambiguous = ~torch.isfinite(best) | ~((best - second) > margin)
+    if bool(ambiguous.any()):
+        rows = ambiguous.nonzero().squeeze(1)
+        ids[rows] = reference.nearest_code_torch(x[rows], book, memory_budget=memory_budget)
+    return ids
+
+
+def kernel_margin(x: torch.Tensor, book: reference.PreparedCodebook, dtype: torch.dtype, precision: str) -> torch.Tensor:
+    """Twice a bound on |kernel score - exact score| per row ``[N]`` (fp32).
+
+    bf16/fp16 products are exact in fp32; TF32 rounds each fp32 input to 11 bits. Accumulation is
+    fp32 with at most one ulp (truncating tensor cores) per add: gamma = k * 2^-23.
+    """
+    d = x.shape[1] + 4
+    u = 2.0**-24
+    gamma = d * 2 * u / (1 - d * 2 * u)
+    rounding = 2 * 2.0**-11 if (dtype == torch.float32 and precision == "tf32") else 0.0
+    x_norm = torch.linalg.vector_norm(x.float(), dim=1) * 1.001  # covers the fp32 norm's own error
+    cmax = 1.0 if book.metric == "cosine" else book.max_norm  # cosine scores are x . c / |c|
+    bound = (gamma + rounding + 4 * u) * x_norm * cmax
+    if book.metric == "l2":
+        bound = 2 * bound + 2 * u * cmax**2
+    return 2 * (bound * 1.01) + d * 2.0**-126
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "cosine", backend: str = "auto",
+                 allowed_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Exact nearest codebook row for each query.
 
     Args:
         x: ``[N, D]`` float32/bfloat16/float16 queries.
         codebook: ``[V, D]`` rows of a supported float dtype, on the same device as ``x``.
         metric: ``"cosine"`` | ``"l2"`` | ``"dot"``.
-        backend: ``"auto"`` (env ``LQAE_BACKEND`` overrides) | ``"torch"``.
+        backend: ``"auto"`` (env ``LQAE_BACKEND`` overrides) | ``"torch"`` | ``"triton"``.
         allowed_ids: optional subset of ids to search; returned ids are in the full ``[0, V)`` range.
 
     Returns:

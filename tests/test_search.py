@@ -144,3 +144,47 @@ def test_score_tile_respects_memory_budget():
     assert rows * codes * 4 <= reference.DEFAULT_MEMORY_BUDGET
     rows, codes = reference.chunk_sizes(10, 50265, 4096)
     assert rows * codes * 4 <= 4096 and not math.isnan(rows)
+
+
+def _op_args(book: Codebook, x: torch.Tensor, backend: str = "torch"):
+    return (x, book._book.rows, book._book.search_rows, book._aux, book._rows_for(x.dtype), book._book.max_norm,
+            book.metric, backend, "tf32", reference.DEFAULT_MEMORY_BUDGET)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_registered_op_passes_opcheck(metric):
+    book = Codebook(torch.randn(60, 8), metric=metric)
+    torch.library.opcheck(torch.ops.lqae.nearest_code.default, _op_args(book, torch.randn(9, 8)))
+
+
+@pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
+def test_torch_compile_has_no_graph_break_on_the_op(compile_backend):
+    torch._dynamo.reset()
+    book = Codebook(torch.randn(200, 16), metric="cosine")
+
+    def quantize(z):  # a typical caller: some math, the search, a lookup
+        ids = book.search(torch.tanh(z) * 2.0)
+        return ids, ids * 2
+
+    z = torch.randn(33, 16)
+    compiled = torch.compile(quantize, fullgraph=True, backend=compile_backend)
+    got, doubled = compiled(z)
+    assert torch.equal(got, quantize(z)[0]) and torch.equal(doubled, got * 2)
+    assert torch.equal(got, oracle(torch.tanh(z) * 2.0, book._book.rows, "cosine"))
+
+
+def test_queries_must_be_finite():
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        nearest_code(torch.tensor([[float("nan"), 0.0]]), torch.randn(5, 2))
+    with pytest.raises(ValueError, match="every codebook row must be finite"):
+        Codebook(torch.tensor([[float("inf"), 0.0]]))
+
+
+def test_explicit_triton_that_cannot_run_says_why(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    from lqae_tokenizer.search import resolve_backend
+
+    with pytest.raises(RuntimeError, match="backend='triton' cannot run: .*CUDA"):
+        resolve_backend("triton", torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="backend='triton' cannot run"):
+        resolve_backend("triton", torch.device("meta"))

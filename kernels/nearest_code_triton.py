@@ -1,0 +1,179 @@
+"""Fused distance + running top-2 over the codebook, in Triton.
+
+One program owns ``BLOCK_M`` query rows and one contiguous slice of the codebook (a "split"). It
+walks its slice in ``BLOCK_N`` tiles, computes the fp32 scores of the tile with ``tl.dot`` (bf16/fp16
+on tensor cores with fp32 accumulation; fp32 via TF32 or IEEE), applies the metric's epilogue, and
+keeps per row the best score, its id (strict ``>`` while walking in id order keeps the lowest id), and
+the second-best score. Splits let one image (N = 256) fill every multiprocessor; their partial
+results are merged deterministically by :func:`merge_splits`.
+
+The kernel only proposes: the caller accepts the best id of a row when the gap to the second best
+exceeds twice the proven rounding bound, and re-ranks every other row exactly (see
+``lqae_tokenizer.search``). Nothing N x V is ever written.
+
+Scores (larger is nearer), from the inputs exactly as given:
+    cosine: (x . c) * inv_norm[c]     (x's own norm does not change the ranking)
+    dot:    x . c
+    l2:     2 (x . c) - |c|^2
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+METRIC_IDS = {"cosine": 0, "dot": 1, "l2": 2}
+# Whether @triton.jit below built interpreter functions (decided at import by TRITON_INTERPRET=1).
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+INT32_MAX = 2**31 - 1
+
+
+@triton.jit
+def nearest_code_kernel(
+    # pointers
+    x_ptr, c_ptr, aux_ptr, best_ptr, best_id_ptr, second_ptr,
+    # sizes
+    N, V, D, n_bucket,
+    # strides (elements)
+    stride_xn, stride_xd, stride_cv, stride_cd,
+    # compile-time
+    METRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    num_splits = tl.num_programs(1)
+    # This split's slice of the codebook, whole BLOCK_N tiles, in id order.
+    tiles = tl.cdiv(V, BLOCK_N)
+    tiles_per_split = tl.cdiv(tiles, num_splits)
+    v_begin = pid_s * tiles_per_split * BLOCK_N
+    v_end = tl.minimum(V, v_begin + tiles_per_split * BLOCK_N)
+
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < N
+    rows64 = rows.to(tl.int64)  # int64 offsets: N x D and V x D may pass 2**31 elements
+    offs_k = tl.arange(0, BLOCK_K)
+
+    best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    second = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    best_id = tl.full((BLOCK_M,), INT32_MAX, tl.int32)
+
+    for v0 in range(v_begin, v_end, BLOCK_N):
+        cols = v0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < v_end
+        cols64 = cols.to(tl.int64)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, D, BLOCK_K):
+            k = k0 + offs_k
+            k_ok = k < D
+            a = tl.load(x_ptr + rows64[:, None] * stride_xn + k[None, :] * stride_xd,
+                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)  # [BM, BK]
+            b = tl.load(c_ptr + cols64[None, :] * stride_cv + k[:, None] * stride_cd,
+                        mask=col_ok[None, :] & k_ok[:, None], other=0.0)  # [BK, BN]
+            if UPCAST:  # the CPU interpreter's dot misreads bf16; bf16 products are exact in fp32 anyway
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+        if METRIC == 0:  # cosine
+            inv_norm = tl.load(aux_ptr + cols64, mask=col_ok, other=0.0)
+            score = acc * inv_norm[None, :]
+        elif METRIC == 1:  # dot
+            score = acc
+        else:  # l2
+            sq_norm = tl.load(aux_ptr + cols64, mask=col_ok, other=0.0)
+            score = 2.0 * acc - sq_norm[None, :]
+        score = tl.where(col_ok[None, :], score, float("-inf"))
+
+        tile_best = tl.max(score, axis=1)
+        tile_id = tl.min(tl.where(score == tile_best[:, None], cols[None, :], INT32_MAX), axis=1)
+        rest = tl.where(cols[None, :] == tile_id[:, None], float("-inf"), score)
+        tile_second = tl.max(rest, axis=1)
+        # Strict ">" keeps the earlier (lower) id when a later tile only ties.
+        better = tile_best > best
+        second = tl.where(better, tl.maximum(best, tile_second), tl.maximum(second, tile_best))
+        best_id = tl.where(better, tile_id, best_id)
+        best = tl.where(better, tile_best, best)
+
+    out = pid_s.to(tl.int64) * N + rows64
+    tl.store(best_ptr + out, best, mask=row_ok)
+    tl.store(best_id_ptr + out, best_id, mask=row_ok)
+    tl.store(second_ptr + out, second, mask=row_ok)
+
+
+# Seeds for autotuning on H100/H200-class GPUs (128x128x64, 8 warps, 4 stages is the known-good
+# fused GEMM+reduction shape for D=768), plus narrower tiles for few rows or many splits.
+AUTOTUNE_CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
+]
+MIN_BLOCK_M = min(c.kwargs["BLOCK_M"] for c in AUTOTUNE_CONFIGS)
+
+nearest_code_kernel_autotuned = triton.autotune(
+    configs=AUTOTUNE_CONFIGS, key=["n_bucket", "V", "D", "METRIC", "INPUT_PRECISION"],
+)(nearest_code_kernel)
+
+
+def default_num_splits(n: int, v: int, device) -> int:
+    """Codebook splits so that one image (few row tiles) still fills every multiprocessor."""
+    import torch
+
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+    row_tiles = triton.cdiv(n, 128)
+    return max(1, min(triton.cdiv(v, 128), triton.cdiv(2 * sms, row_tiles)))
+
+
+def launch(x, rows, aux, metric: str, input_precision: str, *, num_splits: int | None = None,
+           blocks: tuple[int, int, int] | None = None):
+    """Run the kernel; returns per-split partials ``(best [S, N] f32, best_id [S, N] i32, second [S, N] f32)``.
+
+    Args:
+        x: ``[N, D]`` queries, same dtype as ``rows`` (any strides).
+        rows: ``[V, D]`` codebook rows. aux: ``[V]`` fp32 (cosine: 1/|c|; l2: |c|^2; dot: unused).
+        input_precision: "tf32" | "ieee" for fp32 inputs (ignored by bf16/fp16 tensor-core dots).
+        blocks: fixed ``(BLOCK_M, BLOCK_N, BLOCK_K)`` instead of autotuning (always fixed in the
+            CPU interpreter).
+    """
+    import torch
+
+    n, d = x.shape
+    v = rows.shape[0]
+    if blocks is None and INTERPRETED:
+        blocks = (16, 32, 16)  # the interpreter has no device to autotune on; small tiles keep it quick
+    splits = num_splits or default_num_splits(n, v, x.device)
+    best = torch.empty((splits, n), dtype=torch.float32, device=x.device)
+    best_id = torch.empty((splits, n), dtype=torch.int32, device=x.device)
+    second = torch.empty((splits, n), dtype=torch.float32, device=x.device)
+    args = (x, rows, aux, best, best_id, second, n, v, d, triton.next_power_of_2(max(n, 1)),
+            x.stride(0), x.stride(1), rows.stride(0), rows.stride(1))
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    common = dict(METRIC=METRIC_IDS[metric], INPUT_PRECISION="ieee" if interpreting else input_precision,
+                  UPCAST=interpreting and x.dtype == torch.bfloat16)
+    if blocks is None:
+        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), splits)  # noqa: E731
+        nearest_code_kernel_autotuned[grid](*args, **common)
+    else:
+        bm, bn, bk = blocks
+        nearest_code_kernel[(triton.cdiv(n, bm), splits)](*args, **common, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+    return best, best_id, second
+
+
+def merge_splits(best, best_id, second):
+    """Deterministic merge of per-split partials ``[S, N]`` -> ``(best [N], id [N] int64, second [N])``.
+
+    The best is the largest split best, ties to the lowest id; the second is the larger of every
+    split's second and every other split's best.
+    """
+    import torch
+
+    top = best.max(dim=0).values
+    ids = torch.where(best == top, best_id, INT32_MAX).min(dim=0).values
+    chosen = (best == top) & (best_id == ids)
+    first_chosen = chosen & (chosen.cumsum(0) == 1)
+    others = torch.where(first_chosen, float("-inf"), best).max(dim=0).values
+    return top, ids.long(), torch.maximum(others, second.max(dim=0).values)

@@ -1,0 +1,118 @@
+"""The Triton kernel, run on the CPU by Triton's interpreter at small sizes, against the float64 oracle.
+
+TRITON_INTERPRET=1 must be set before the kernel module is imported; this module sets it when no
+CUDA device is present (on a GPU machine tests/test_nearest_code_gpu.py runs the compiled kernel).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if torch.cuda.is_available():
+    pytest.skip("GPU present: the compiled kernel is tested in test_nearest_code_gpu.py", allow_module_level=True)
+os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+from lqae_tokenizer import Codebook, nearest_code  # noqa: E402
+from lqae_tokenizer.kernels import nearest_code_triton as kernel  # noqa: E402
+from lqae_tokenizer.kernels.reference import exact_distances, prepare_codebook  # noqa: E402
+from lqae_tokenizer.search import kernel_margin, resolve_backend, triton_problem  # noqa: E402
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+METRICS = ["cosine", "l2", "dot"]
+
+
+def oracle(x, book, metric, allowed=None):
+    rows = book if allowed is None else book[allowed]
+    pos = exact_distances(x, rows, metric).argmin(dim=1)
+    return pos if allowed is None else allowed[pos]
+
+
+def data(n, v, d, dtype, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    book = torch.randn(v, d, generator=g)
+    book[v // 3] = book[2]  # exact duplicates
+    x = torch.randn(n, d, generator=g)
+    x[: n // 3] = book[torch.randint(0, v, (n // 3,), generator=g)] + 1e-3 * torch.randn(n // 3, d, generator=g)
+    x[0] = book[2]
+    return (x * scale).to(dtype), book.to(dtype)
+
+
+def test_interpreter_is_active():
+    assert kernel.INTERPRETED and triton_problem(torch.device("cpu")) is None
+    assert resolve_backend("triton", torch.device("cpu")) == "triton"
+    assert resolve_backend("auto", torch.device("cpu")) == "torch"  # auto uses Triton on CUDA only
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_triton_backend_matches_oracle(metric, dtype):
+    # 45 rows, 157 codes, width 40: multiples of no block size used below.
+    x, book = data(45, 157, 40, dtype, seed=0)
+    got = nearest_code(x, book, metric=metric, backend="triton")
+    assert torch.equal(got, oracle(x, book, metric))
+    assert got[0] == 2
+
+
+@pytest.mark.parametrize("blocks, splits", [((16, 32, 16), 1), ((16, 16, 32), 5), ((32, 64, 16), 3), ((16, 16, 16), 40)])
+def test_raw_kernel_proposals_are_the_oracle_when_accepted(blocks, splits):
+    """The kernel itself must be right (not rescued by the re-rank) on almost every row."""
+    x, book = data(70, 230, 48, torch.float32, seed=1)
+    prepared = prepare_codebook(book, "cosine")
+    aux = (1 / book.double().norm(dim=1)).float()
+    best, ids, second = kernel.merge_splits(*kernel.launch(x, book, aux, "cosine", "ieee", num_splits=splits, blocks=blocks))
+    margin = kernel_margin(x, prepared, torch.float32, "ieee")
+    accepted = (best - second) > margin
+    want = oracle(x, book, "cosine")
+    assert accepted.float().mean() > 0.9
+    assert torch.equal(ids[accepted], want[accepted])
+    # Scores are the fp32 cosine numerators x.c/|c|: compare with float64.
+    exact = -(exact_distances(x, book[ids], "cosine").diagonal()) * x.double().norm(dim=1)
+    assert torch.allclose(best.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_ties_go_to_the_lowest_id_across_splits():
+    book = torch.randn(4, 16).repeat(30, 1)  # row r appears at r, r+4, r+8, ...
+    x = book[:4].clone()
+    for splits in (1, 7, 30):
+        best, ids, second = kernel.merge_splits(*kernel.launch(x, book, torch.zeros(120), "dot", "ieee",
+                                                               num_splits=splits, blocks=(16, 16, 16)))
+        assert ids.tolist() == [0, 1, 2, 3] and torch.equal(best, second)  # ties flagged for re-rank
+    assert nearest_code(x, book, metric="l2", backend="triton").tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("scale", [1e-20, 1e15])
+def test_extreme_norms(metric, scale):
+    x, book = data(20, 70, 16, torch.float32, seed=2, scale=scale)
+    if metric == "l2":
+        book = book * scale
+    assert torch.equal(nearest_code(x, book, metric=metric, backend="triton"), oracle(x, book, metric))
+
+
+def test_allowed_ids_and_mixed_dtypes_and_tf32_setting():
+    x, book = data(33, 120, 24, torch.float32, seed=3)
+    allowed = torch.arange(1, 120, 2)
+    cb = Codebook(book.to(torch.bfloat16), metric="cosine", allowed_ids=allowed)
+    got = cb.search(x, backend="triton")  # fp32 queries against a bf16 table: computed in fp32
+    assert torch.equal(got, oracle(x, book.to(torch.bfloat16), "cosine", allowed))
+    assert torch.equal(cb.search(x, backend="triton", precision="ieee"), got)
+    assert torch.equal(cb.search(x, backend="torch"), got)
+
+
+def test_non_contiguous_queries_and_batch_sizes():
+    x, book = data(40, 90, 32, torch.float16, seed=4)
+    xt = x.t().contiguous().t()
+    assert not xt.is_contiguous()
+    cb = Codebook(book, metric="l2")
+    whole = cb.search(xt, backend="triton")
+    assert torch.equal(whole, oracle(x, book, "l2"))
+    assert torch.equal(torch.cat([cb.search(x[i : i + 9], backend="triton") for i in range(0, 40, 9)]), whole)
+
+
+def test_int64_offsets_are_used():
+    source = open(kernel.__file__).read()
+    assert "rows.to(tl.int64)" in source and "cols.to(tl.int64)" in source
