@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One prepared GPU check for the nearest-code kernel (runs in well under 8 minutes on an H200).
+# The device machine installs nothing, so the package is assembled from the source tree into a
+# temporary folder (kernels/ becomes lqae_tokenizer/kernels, as pip would lay it out).
+#   bash benchmarks/device_check.sh            # writes details under $OUT (default /tmp/lqae-device)
+set -euo pipefail
+OUT="${OUT:-/tmp/lqae-device}"
+mkdir -p "$OUT"
+SRC="$(mktemp -d)"
+cp -r lqae_tokenizer "$SRC/lqae_tokenizer"
+cp -r kernels "$SRC/lqae_tokenizer/kernels"
+export PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python - <<'PY' 2>&1 | tee "$OUT/correctness.txt"
+# Full-size exactness: Triton vs the torch path on every row, vs float64 on sampled rows.
+import torch
+from lqae_tokenizer import Codebook
+from lqae_tokenizer.kernels.reference import float64_scan
+g = torch.Generator(device="cuda").manual_seed(0)
+for dtype in (torch.float32, torch.bfloat16, torch.float16):
+    table = (torch.randn(50265, 768, device="cuda", generator=g) * 0.1).to(dtype)
+    for metric in ("cosine", "l2", "dot"):
+        for n in (256, 4099):
+            x = table[torch.randint(0, 50265, (n,), device="cuda", generator=g)].float()
+            x = (x + 0.02 * torch.randn(n, 768, device="cuda", generator=g)).to(dtype)
+            book = Codebook(table, metric=metric)
+            got = book.search(x, backend="triton")
+            same = torch.equal(got, book.search(x, backend="torch"))
+            rows = torch.arange(0, n, 41, device="cuda")
+            exact = torch.equal(got[rows].cpu(), float64_scan(x[rows].cpu(), table.cpu(), metric))
+            print(f"{dtype} {metric} N={n}: triton==torch {same}, ==float64 on {len(rows)} rows {exact}")
+            assert same and exact
+print("CORRECTNESS OK")
+PY
+timeout 420 python benchmarks/bench_nearest_code.py --device cuda --repeats 5 --json "$OUT/bench.json" \
+  | tee "$OUT/bench.md"
