@@ -112,10 +112,11 @@ class LQAEModel(nn.Module):
 
     # -- training forward -----------------------------------------------------------------------
     def forward(self, pixels: torch.Tensor, mask_ratio: float | None = None,
-                generator: torch.Generator | None = None) -> LQAEOutput:
+                generator: torch.Generator | None = None, mask: torch.Tensor | None = None) -> LQAEOutput:
         """Full training forward on pixels ``[B, 3, H, W]`` in [0, 1].
 
-        ``mask_ratio`` defaults to the config's value in training mode and 0 in eval mode.
+        ``mask_ratio`` defaults to the config's value in training mode and 0 in eval mode; tokens are
+        masked at random with it (from ``generator``), unless ``mask`` (bool ``[B, N]``) says which.
         """
         if mask_ratio is None:
             mask_ratio = self.config.mask_ratio if self.training else 0.0
@@ -123,9 +124,15 @@ class LQAEModel(nn.Module):
         z = self.encoder(pixels.to(_dtype_of(self.encoder)))  # [B, N, H]
         quantized = self.quantizer(z, embeddings)
         lm_inputs = quantized.quantized.to(embeddings.dtype)
-        masked = torch.zeros(quantized.ids.shape, dtype=torch.bool, device=pixels.device)
-        if mask_ratio > 0:
+        if mask is not None:
+            masked = mask.to(device=pixels.device, dtype=torch.bool)
+        elif mask_ratio > 0:
             masked = torch.rand(quantized.ids.shape, generator=generator, device=pixels.device) < mask_ratio
+        else:
+            masked = torch.zeros(quantized.ids.shape, dtype=torch.bool, device=pixels.device)
+        if mask is not None or mask_ratio > 0:
+            if self.mask_token_id is None:
+                raise ValueError("masking needs a language model with a mask token")
             lm_inputs = torch.where(masked.unsqueeze(-1), embeddings[self.mask_token_id], lm_inputs)
         hidden = self.language_model(lm_inputs)  # [B, N, H]
         reconstruction = self.decoder(hidden.to(_dtype_of(self.decoder)))

@@ -1,0 +1,124 @@
+"""Training checkpoints: complete or absent, verified on load, the last K kept.
+
+A checkpoint is the folder ``output_dir/checkpoint-<step>/`` holding the files the trainer hands in
+(weights as safetensors, optimiser/scheduler/scaler/RNG state as tensors-only torch files) and
+``trainer_state.json`` with the step, the data position, counters, the resolved config and the
+sha256 of every other file. It is written under a temporary name, every file and the folder are
+fsynced, and only then is it renamed into place: a crash at any moment leaves either the previous
+checkpoints alone or one more complete checkpoint, never a partial folder that ``latest`` would pick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "checkpoint-"
+STATE_NAME = "trainer_state.json"
+_NAME = re.compile(r"checkpoint-(\d+)")
+
+
+class CheckpointCorrupt(ValueError):
+    """A checkpoint folder whose files do not match the checksums written with them."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> str:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def save(output_dir: Path, step: int, files: dict[str, bytes], state: dict[str, Any]) -> Path:
+    """Write ``checkpoint-<step>`` atomically; returns its path.
+
+    Raises ``OSError`` (disk full, read-only folder, ...) with nothing left behind but the
+    previous checkpoints; the caller must not report the checkpoint as saved.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    final = output_dir / f"{PREFIX}{step}"
+    tmp = output_dir / f".tmp-{PREFIX}{step}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        checksums = {name: _write_file(tmp / name, data) for name, data in files.items()}
+        payload = {**state, "step": step, "checksums": checksums}
+        _write_file(tmp / STATE_NAME, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode())
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving a step (e.g. after a resume): move the old one aside first
+            old = output_dir / f".old-{PREFIX}{step}-{os.getpid()}"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync_dir(output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def steps_present(output_dir: Path) -> list[int]:
+    """Steps of the ``checkpoint-<step>`` folders, ascending (temporary folders never match)."""
+    if not output_dir.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in output_dir.iterdir() if p.is_dir() and (m := _NAME.fullmatch(p.name)))
+
+
+def read_verified(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """``(state, files)`` of a checkpoint, after checking every file's sha256.
+
+    Raises :class:`CheckpointCorrupt` naming the first file that is missing or altered.
+    """
+    try:
+        state = json.loads((path / STATE_NAME).read_text(encoding="utf-8"))
+        checksums = state["checksums"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointCorrupt(f"{path}: unreadable {STATE_NAME} ({err})") from err
+    files = {}
+    for name, digest in checksums.items():
+        try:
+            data = (path / name).read_bytes()
+        except OSError as err:
+            raise CheckpointCorrupt(f"{path}: missing {name} ({err})") from err
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise CheckpointCorrupt(f"{path}: {name} does not match its checksum (truncated or altered)")
+        files[name] = data
+    return state, files
+
+
+def load_latest(output_dir: Path) -> tuple[Path, dict[str, Any], dict[str, bytes]] | None:
+    """The newest checkpoint that verifies; corrupt newer ones are skipped with a warning."""
+    for step in reversed(steps_present(output_dir)):
+        path = output_dir / f"{PREFIX}{step}"
+        try:
+            state, files = read_verified(path)
+        except CheckpointCorrupt as err:
+            logger.warning("skipping corrupt checkpoint: %s", err)
+            continue
+        return path, state, files
+    return None
+
+
+def prune(output_dir: Path, keep: int | None) -> None:
+    """Delete all but the newest ``keep`` checkpoints (``None`` keeps all)."""
+    if keep is None:
+        return
+    for step in steps_present(output_dir)[:-keep]:
+        shutil.rmtree(output_dir / f"{PREFIX}{step}", ignore_errors=True)

@@ -1,0 +1,185 @@
+"""Training configuration: one dataclass per concern, presets by exact name, files and flag overrides.
+
+Precedence: preset < ``--config FILE`` (yaml or json, nested by section or flat) < command-line flags.
+The resolved configuration is saved with every run (``output_dir/train_config.json``) and with every
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+REPORT_TO = ("none", "tensorboard")
+
+
+@dataclass
+class DataConfig:
+    train_data_dir: str = ""  # image folder (recursive) or a .txt file listing image paths
+    validation_data_dir: str | None = None
+    resolution: int = 256
+    min_crop_scale: float = 0.2  # RandomResizedCrop scale range (min_crop_scale, 1), bicubic
+    horizontal_flip: bool = True
+    dataloader_num_workers: int = 2
+    max_bad_file_fraction: float = 0.05  # abort when more of the files read so far are unreadable
+    validation_images: int = 64
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float | None = None  # absolute; None = base_learning_rate * global batch / 256
+    base_learning_rate: float = 1.5e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 5.0
+    warmup_steps: int | None = None  # overrides warmup_epochs when set
+    max_grad_norm: float = 1.0
+    max_consecutive_bad_steps: int = 5  # abort after this many non-finite losses in a row
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "lqae-run"
+    train_batch_size: int = 512  # global batch per optimiser step (all ranks, after accumulation)
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 100.0
+    max_train_steps: int | None = None  # overrides num_train_epochs when set
+    mixed_precision: str = "no"
+    compile: bool = False
+    seed: int = 42
+    checkpointing_steps: int = 1000
+    checkpoints_total_limit: int | None = 3
+    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+    init_from: str | None = None  # fine-tune from a tokenizer checkpoint (fresh optimiser)
+    log_every: int = 10
+    validation_steps: int = 1000
+    report_to: str = "none"
+    progress_bar: bool = True
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_token: str | None = None
+
+
+@dataclass
+class ModelOverrides:
+    preset: str = "paper"  # LQAEConfig preset the model starts from
+    language_model: str | None = None
+    codebook_vocabulary: str | None = None
+    mask_ratio: float | None = None
+    mlm_loss_weight: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    model: ModelOverrides = field(default_factory=ModelOverrides)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["run"]["hub_token"] = None  # never written to disk
+        return data
+
+    def validate(self) -> None:
+        r, d, o = self.run, self.data, self.optim
+        if r.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {r.mixed_precision!r}")
+        if r.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {REPORT_TO}, got {r.report_to!r}")
+        for name, value in (("train_batch_size", r.train_batch_size), ("gradient_accumulation_steps",
+                            r.gradient_accumulation_steps), ("checkpointing_steps", r.checkpointing_steps),
+                            ("log_every", r.log_every), ("validation_steps", r.validation_steps),
+                            ("resolution", d.resolution)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if r.max_train_steps is not None and r.max_train_steps < 1:
+            raise ValueError(f"max_train_steps must be >= 1, got {r.max_train_steps}")
+        if not 0 < d.min_crop_scale <= 1:
+            raise ValueError(f"min_crop_scale must be in (0, 1], got {d.min_crop_scale}")
+        if not 0 <= d.max_bad_file_fraction < 1:
+            raise ValueError(f"max_bad_file_fraction must be in [0, 1), got {d.max_bad_file_fraction}")
+        if not d.train_data_dir:
+            raise ValueError("train_data_dir is required: an image folder or a text file listing image paths")
+        if r.push_to_hub and not r.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id (e.g. --hub_model_id org/name)")
+        if o.learning_rate is not None and o.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {o.learning_rate}")
+        if r.checkpoints_total_limit is not None and r.checkpoints_total_limit < 1:
+            raise ValueError(f"checkpoints_total_limit must be >= 1, got {r.checkpoints_total_limit}")
+
+
+TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The official run: AdamW (0.9, 0.95), wd 5e-4, lr 1.5e-4 x batch/256, 5 warm-up epochs, cosine
+    # to 0, batch 512, 100 epochs, seed 42, 256x256 RandomResizedCrop(0.2-1, bicubic) + flip.
+    "paper": {"model": {"preset": "paper"}},
+    # CPU-sized: 32x32 images, the tiny model, a higher rate and a short warm-up.
+    "tiny": {
+        "model": {"preset": "tiny"},
+        "data": {"resolution": 32, "dataloader_num_workers": 0, "validation_images": 16},
+        "optim": {"base_learning_rate": 2e-3, "warmup_steps": 20},
+        "run": {"train_batch_size": 32, "num_train_epochs": 10.0, "checkpointing_steps": 100,
+                "validation_steps": 100, "log_every": 5},
+    },
+}
+
+SECTIONS = {"model": ModelOverrides, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+def field_sections() -> dict[str, str]:
+    """Flat field name -> its section (names are unique across sections)."""
+    out: dict[str, str] = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f.name not in out, f.name
+            out[f.name] = section
+    return out
+
+
+def _merge(config: TrainConfig, values: dict[str, Any], source: str) -> None:
+    """Apply nested ({"run": {...}}) or flat ({"seed": 1}) values onto ``config``."""
+    sections = field_sections()
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, dict):
+            _merge(config, {k: v for k, v in value.items()}, source)
+            continue
+        if key not in sections:
+            raise ValueError(f"{source}: unknown training option {key!r}; valid options are {sorted(sections)}")
+        setattr(getattr(config, sections[key]), key, value)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Values from a ``.json`` or ``.yaml``/``.yml`` file (yaml needs PyYAML)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:
+            raise ValueError(f"{path} is YAML but PyYAML is not installed: pip install pyyaml, or use JSON") from err
+        data = yaml.safe_load(text)
+    elif path.suffix.lower() == ".json":
+        data = json.loads(text)
+    else:
+        raise ValueError(f"config file {path} must end in .json, .yaml or .yml")
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def resolve_config(preset: str, file_values: dict[str, Any] | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Preset, then file values, then flag overrides; validated."""
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets are {sorted(TRAIN_PRESETS)}")
+    config = TrainConfig()
+    _merge(config, TRAIN_PRESETS[preset], f"preset {preset!r}")
+    if file_values:
+        _merge(config, file_values, "config file")
+    _merge(config, overrides, "command line")
+    config.validate()
+    return config

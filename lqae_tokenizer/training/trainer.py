@@ -1,0 +1,366 @@
+"""The training loop: data, optimiser steps, logging, validation, checkpoints, resume, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import random
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import LQAEConfig
+from ..tokenizer import ImageTokenizer
+from . import checkpoints
+from .config import TrainConfig
+from .data import ImageFiles, ResumableSampler, collate, list_images, token_masks
+from .distributed import DistributedContext
+from .errors import TrainingAborted
+from .optim import build_optimizer, warmup_cosine
+from .reporting import MetricsLog, finite_or_none, save_grid, validate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # per-rank micro-batches of the current epoch already consumed
+    files_read: int = 0  # all ranks
+    files_skipped: int = 0  # unreadable, all ranks
+    steps_skipped: int = 0  # non-finite loss or gradient
+    bad_steps_in_row: int = 0
+
+
+def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer:
+    """A fresh tokenizer from the model preset and overrides, or a checkpoint to fine-tune."""
+    torch.manual_seed(config.run.seed)
+    if config.run.init_from:
+        return ImageTokenizer.from_pretrained(config.run.init_from, device=device)
+    m = config.model
+    overrides = {k: v for k, v in (("language_model", m.language_model), ("codebook_vocabulary", m.codebook_vocabulary),
+                                   ("mask_ratio", m.mask_ratio), ("mlm_loss_weight", m.mlm_loss_weight)) if v is not None}
+    lqae = LQAEConfig.from_preset(m.preset, image_size=config.data.resolution, **overrides)
+    return ImageTokenizer(lqae, device=device)
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every generator this process uses (python, numpy, torch CPU and CUDA), tensors-only friendly."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tensor_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _from_bytes(data: bytes) -> Any:
+    # weights_only: a restricted unpickler that only rebuilds tensors and plain containers.
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+class Trainer:
+    """Trains ``ImageTokenizer.model`` per a :class:`TrainConfig` on this process's rank."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.dist = DistributedContext.from_environment()
+        self.output_dir = Path(config.run.output_dir)
+        self.stop_requested = False
+        self.progress = Progress()
+        with warnings.catch_warnings():
+            if not self.dist.is_main:
+                warnings.simplefilter("ignore")
+            self.tokenizer = build_tokenizer(config, self.dist.device)
+        self.model = self.tokenizer.model
+        self.model.train()
+        self._setup_data()
+        self._setup_optimisation()
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _per_rank_batch(self) -> int:
+        r = self.config.run
+        per_rank, rest = divmod(r.train_batch_size, self.dist.world_size * r.gradient_accumulation_steps)
+        if rest or per_rank < 1:
+            raise ValueError(
+                f"train_batch_size={r.train_batch_size} must be a multiple of world size ({self.dist.world_size}) x "
+                f"gradient_accumulation_steps ({r.gradient_accumulation_steps})"
+            )
+        return per_rank
+
+    def _setup_data(self) -> None:
+        c, d = self.config, self.config.data
+        self.batch_size = self._per_rank_batch()
+        paths = list_images(d.train_data_dir)
+        self.train_set = ImageFiles(paths, d.resolution, seed=c.run.seed, train=True,
+                                    min_crop_scale=d.min_crop_scale, flip=d.horizontal_flip)
+        self.sampler = ResumableSampler(len(paths), self.batch_size, seed=c.run.seed, rank=self.dist.rank,
+                                        world_size=self.dist.world_size)
+        self.steps_per_epoch = max(1, self.sampler.batches_per_epoch // c.run.gradient_accumulation_steps)
+        self.total_steps = c.run.max_train_steps or math.ceil(c.run.num_train_epochs * self.steps_per_epoch)
+        self.val_loader = None
+        if d.validation_data_dir and self.dist.is_main:
+            val_paths = list_images(d.validation_data_dir)[: d.validation_images]
+            val_set = ImageFiles(val_paths, d.resolution, seed=c.run.seed, train=False)
+            self.val_loader = DataLoader(val_set, batch_size=min(len(val_paths), 64), collate_fn=collate,
+                                         sampler=[(0, i) for i in range(len(val_paths))])
+
+    def _setup_optimisation(self) -> None:
+        c = self.config
+        lr = c.optim.learning_rate or c.optim.base_learning_rate * c.run.train_batch_size / 256
+        self.optimizer = build_optimizer(self.model.trainable_modules(), c.optim, lr)
+        warmup = c.optim.warmup_steps if c.optim.warmup_steps is not None else round(c.optim.warmup_epochs * self.steps_per_epoch)
+        warmup = max(1, min(warmup, self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(warmup, self.total_steps))
+        precision = c.run.mixed_precision
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler(self.dist.device.type, enabled=precision == "fp16")
+        if c.run.compile:  # in place, so state-dict keys stay the same
+            self.model.encoder.compile()
+            self.model.decoder.compile()
+        self.forward_model = self.model
+        if self.dist.enabled:
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None,
+                broadcast_buffers=False)
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.autocast_dtype)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 writes; every rank's RNG goes in)."""
+        rngs = self.dist.gather(capture_rng())
+        path = None
+        if self.dist.is_main:
+            from safetensors.torch import save as save_safetensors
+
+            files = {
+                "trainable.safetensors": save_safetensors({k: v.detach().cpu().contiguous()
+                                                           for k, v in self.model.trainable_state_dict().items()}),
+                "optimizer.pt": _tensor_bytes(self.optimizer.state_dict()),
+                "scheduler.pt": _tensor_bytes(self.scheduler.state_dict()),
+                "scaler.pt": _tensor_bytes(self.scaler.state_dict()),
+                "rng.pt": _tensor_bytes(rngs),
+            }
+            state = {"progress": self.progress.__dict__, "config": self.config.to_dict(),
+                     "model_config": self.tokenizer.config.to_dict(), "world_size": self.dist.world_size}
+            path = checkpoints.save(self.output_dir, self.progress.step, files, state)
+            checkpoints.prune(self.output_dir, self.config.run.checkpoints_total_limit)
+        self.dist.barrier()
+        return path
+
+    def resume(self, target: str) -> None:
+        """Continue from ``target`` (a checkpoint folder or "latest") at its exact step."""
+        if target == "latest":
+            found = checkpoints.load_latest(self.output_dir)
+            if found is None:
+                raise TrainingAborted(f"--resume_from_checkpoint latest: no complete checkpoint in {self.output_dir}")
+            path, state, files = found
+        else:
+            path = Path(target)
+            state, files = checkpoints.read_verified(path)
+        from safetensors.torch import load as load_safetensors
+
+        weights = load_safetensors(files["trainable.safetensors"])
+        for name, module in self.model.trainable_modules().items():
+            prefix = name + "."
+            module.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        self.optimizer.load_state_dict(_from_bytes(files["optimizer.pt"]))
+        self.scheduler.load_state_dict(_from_bytes(files["scheduler.pt"]))
+        self.scaler.load_state_dict(_from_bytes(files["scaler.pt"]))
+        rngs = _from_bytes(files["rng.pt"])
+        restore_rng(rngs[min(self.dist.rank, len(rngs) - 1)])
+        self.progress = Progress(**state["progress"])
+        if self.dist.is_main:
+            logger.info("resumed from %s at step %d", path, self.progress.step)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _batches(self):
+        """Micro-batches from the current data position on, across epochs, forever."""
+        while True:
+            self.sampler.set_position(self.progress.epoch, self.progress.batch_in_epoch)
+            loader = DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate,
+                                num_workers=self.config.data.dataloader_num_workers,
+                                pin_memory=self.dist.device.type == "cuda", drop_last=True)
+            for batch in loader:
+                yield batch
+            self.progress.epoch += 1
+            self.progress.batch_in_epoch = 0
+
+    def _count_files(self, failed: list[str], batch: int) -> None:
+        for entry in failed:
+            logger.warning("skipping unreadable training file %s", entry)
+        read, skipped = self.dist.sum([float(batch + len(failed)), float(len(failed))])
+        p = self.progress
+        p.files_read += int(read)
+        p.files_skipped += int(skipped)
+        limit = self.config.data.max_bad_file_fraction
+        if p.files_read >= 20 and p.files_skipped / p.files_read > limit:
+            raise TrainingAborted(
+                f"{p.files_skipped} of {p.files_read} training files read so far are unreadable, more than "
+                f"max_bad_file_fraction={limit}; fix the data folder or raise the limit"
+            )
+
+    def _optimizer_step(self, micro_batches: list) -> dict[str, float]:
+        """One optimiser step over ``gradient_accumulation_steps`` micro-batches."""
+        accum = len(micro_batches)
+        tokens = self.model.config.tokens_per_image
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for i, (pixels, seeds, failed) in enumerate(micro_batches):
+            self._count_files(failed, pixels.shape[0])
+            pixels = pixels.to(self.dist.device, non_blocking=True)
+            masks = token_masks(seeds, tokens, self.model.config.mask_ratio).to(self.dist.device)
+            sync = self.forward_model.no_sync() if (self.dist.enabled and i < accum - 1) else contextlib.nullcontext()
+            with sync:
+                with self.autocast():
+                    out = self.forward_model(pixels, mask=masks)
+                self.scaler.scale(out.loss / accum).backward()
+            for key in ("loss", "pixel_loss", "commitment_loss", "mlm_loss", "codebook_usage", "perplexity"):
+                sums[key] = sums.get(key, 0.0) + float(getattr(out, key).detach()) / accum
+        self.scaler.unscale_(self.optimizer)
+        params = self.model.trainable_parameters()
+        max_norm = self.config.optim.max_grad_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        # Gradients are already averaged over ranks, so every rank sees the same norm and decision.
+        finite = bool(torch.isfinite(grad_norm)) and math.isfinite(sums["loss"])
+        finite = not self.dist.any(not finite)
+        if finite:
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self._count_step(finite)
+        return {**sums, "grad_norm": float(grad_norm)}
+
+    def _count_step(self, finite: bool) -> None:
+        p = self.progress
+        p.bad_steps_in_row = 0 if finite else p.bad_steps_in_row + 1
+        p.steps_skipped += 0 if finite else 1
+        if not finite:
+            logger.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", p.step + 1,
+                           p.bad_steps_in_row)
+        limit = self.config.optim.max_consecutive_bad_steps
+        if p.bad_steps_in_row >= limit:
+            raise TrainingAborted(f"{p.bad_steps_in_row} non-finite steps in a row (limit {limit}); "
+                                  "lower the learning rate or check the data")
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum, frame):
+            self.stop_requested = True
+            logger.warning("signal %d: finishing this step, then checkpointing and exiting", signum)
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    def train(self) -> int:
+        """Run to ``total_steps`` (or a stop signal); returns the process exit code (0)."""
+        r = self.config.run
+        if r.resume_from_checkpoint:
+            self.resume(r.resume_from_checkpoint)
+        self._install_signal_handlers()
+        log = self._open_log()
+        bar = self._progress_bar()
+        batches = self._batches()
+        accum = r.gradient_accumulation_steps
+        timer = (time.perf_counter(), self.progress.step)
+        try:
+            while self.progress.step < self.total_steps:
+                micro = [next(batches) for _ in range(accum)]
+                metrics = self._optimizer_step(micro)
+                self.progress.step += 1
+                self.progress.batch_in_epoch += accum
+                timer = self._after_step(metrics, log, bar, timer)
+                if self.dist.any(self.stop_requested):
+                    self.save_checkpoint()
+                    return 0
+            if self.progress.step % r.checkpointing_steps:
+                self.save_checkpoint()
+            self._finish()
+        finally:
+            if log is not None:
+                log.close()
+            if bar is not None:
+                bar.close()
+        return 0
+
+    def _after_step(self, metrics: dict[str, float], log, bar, timer):
+        r, p = self.config.run, self.progress
+        now = time.perf_counter()
+        if p.step % r.log_every == 0 or p.step == self.total_steps:
+            images_per_s = (p.step - timer[1]) * r.train_batch_size / max(now - timer[0], 1e-9)
+            record = {"step": p.step, "epoch": p.epoch, "lr": self.scheduler.get_last_lr()[0],
+                      "images_per_s": images_per_s, "skipped_files": p.files_skipped,
+                      "skipped_steps": p.steps_skipped, **{k: finite_or_none(v) for k, v in metrics.items()}}
+            if log is not None:
+                log.write(record)
+            if bar is not None:
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{images_per_s:.1f}")
+            timer = (now, p.step)
+        if bar is not None:
+            bar.update(1)
+        if self.val_loader is not None and (p.step % r.validation_steps == 0 or p.step == self.total_steps):
+            self._validate(log)
+        if p.step % r.checkpointing_steps == 0:
+            self.save_checkpoint()
+        return timer
+
+    def _validate(self, log) -> None:
+        metrics, (originals, recon) = validate(self.model, self.val_loader, self.dist.device, self.autocast)
+        save_grid(originals, recon, self.output_dir / "samples" / f"step-{self.progress.step:07d}.png")
+        if log is not None:
+            log.write({"step": self.progress.step, **metrics})
+
+    def _open_log(self) -> MetricsLog | None:
+        if not self.dist.is_main:
+            return None
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "train_config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        resumed = self.progress.step if self.config.run.resume_from_checkpoint else None
+        return MetricsLog(self.output_dir, resume_step=resumed, tensorboard=self.config.run.report_to == "tensorboard")
+
+    def _progress_bar(self):
+        if not (self.dist.is_main and self.config.run.progress_bar):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.progress.step, desc="lqae-train", unit="step")
+
+    def _finish(self) -> None:
+        """Export the trained tokenizer (rank 0), push it when asked."""
+        if self.dist.is_main:
+            final = self.output_dir / "final"
+            self.tokenizer.save_pretrained(final)
+            if self.config.run.push_to_hub:
+                self.tokenizer.push_to_hub(self.config.run.hub_model_id, token=self.config.run.hub_token)
+        self.dist.barrier()
