@@ -125,4 +125,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=32, patch_size=8, encoder_width=64, encoder_depth=2, encoder_heads=2,
         decoder_width=64, decoder_depth=2, decoder_heads=2,
     ),
+    # The bundled demo: 32x32 images, patch 4 (64 tokens), small ViTs, over the real pretrained
+    # all-MiniLM-L6-v2 (no MLM head, so that term is off) with a whole-word codebook.
+    "demo": dict(
+        image_size=32, patch_size=4, encoder_width=128, encoder_depth=4, encoder_heads=4,
+        decoder_width=128, decoder_depth=4, decoder_heads=4,
+        language_model="sentence-transformers/all-MiniLM-L6-v2", codebook_vocabulary="words", mlm_loss_weight=0.0,
+    ),
 }

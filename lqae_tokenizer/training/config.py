@@ -126,6 +126,14 @@ TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "run": {"train_batch_size": 32, "num_train_epochs": 10.0, "checkpointing_steps": 100,
                 "validation_steps": 100, "log_every": 5},
     },
+    # The bundled demo tokenizer's recipe (README "Demo tokenizer"): Fashion-MNIST at 32x32.
+    "demo": {
+        "model": {"preset": "demo"},
+        "data": {"resolution": 32, "min_crop_scale": 0.6, "dataloader_num_workers": 1, "validation_images": 64},
+        "optim": {"learning_rate": 1e-3, "warmup_steps": 200, "weight_decay": 0.05},
+        "run": {"train_batch_size": 64, "max_train_steps": 6000, "checkpointing_steps": 500,
+                "validation_steps": 500, "log_every": 20, "checkpoints_total_limit": 2},
+    },
 }
 
 SECTIONS = {"model": ModelOverrides, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
