@@ -77,6 +77,12 @@ class FrozenLanguageModel(nn.Module):
         mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         return self.backbone(inputs_embeds=inputs_embeds, attention_mask=mask).last_hidden_state
 
+    def all_hidden_states(self, inputs_embeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``[B, N, H]`` embeddings -> (embedding output, layer 1, ..., layer L), each ``[B, N, H]``."""
+        mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        out = self.backbone(inputs_embeds=inputs_embeds, attention_mask=mask, output_hidden_states=True)
+        return tuple(out.hidden_states)
+
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[M, H]`` hidden states -> ``[M, V]`` vocabulary logits (requires a trained head)."""
         if self.head is None:

@@ -106,9 +106,17 @@ class LQAEModel(nn.Module):
         hidden = self.language_model(self.embed(ids))
         return self.decoder(hidden.to(_dtype_of(self.decoder))).clamp(0.0, 1.0)
 
-    def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids ``[B, N]`` -> the LM's last hidden states ``[B, N, H]``."""
-        return self.language_model(self.embed(ids))
+    def hidden_states(self, ids: torch.Tensor, layers: tuple[int, ...] | None = None) -> torch.Tensor:
+        """ids ``[B, N]`` -> the LM's last hidden states ``[B, N, H]``, or the mean of ``layers``
+        (indices into (embedding output, layer 1, ..., layer L); negative counts from the end)."""
+        if layers is None:
+            return self.language_model(self.embed(ids))
+        states = self.language_model.all_hidden_states(self.embed(ids))
+        try:
+            return torch.stack([states[i] for i in layers]).mean(0)
+        except IndexError as err:
+            raise ValueError(f"layers {list(layers)} out of range: the LM has {len(states)} hidden states "
+                             f"(embeddings + {len(states) - 1} layers)") from err
 
     # -- training forward -----------------------------------------------------------------------
     def forward(self, pixels: torch.Tensor, mask_ratio: float | None = None,

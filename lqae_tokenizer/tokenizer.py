@@ -283,12 +283,18 @@ class ImageTokenizer:
         return self._text.tokens_to_ids(tokens)
 
     # -- features -------------------------------------------------------------------------------------
-    def features(self, images: Any, *, do_resize: bool = True, batch_size: int = 64) -> torch.Tensor:
-        """Mean-pooled last hidden states of the frozen LM on the images' ids: float32 ``[B, H]`` (CPU)."""
+    def features(self, images: Any, *, layers: Sequence[int] | None = None, do_resize: bool = True,
+                 batch_size: int = 64) -> torch.Tensor:
+        """Mean-pooled hidden states of the frozen LM on the images' ids: float32 ``[B, H]`` (CPU).
+
+        ``layers`` (default: the last) picks hidden states to average first: indices into
+        (embedding output, layer 1, ..., layer L), negative from the end, e.g. ``(-1, -2, -3, -4)``.
+        """
         ids = self._encode_tensor(images, do_resize, batch_size)
+        chosen = None if layers is None else tuple(int(i) for i in layers)
         out = []
         with torch.inference_mode():
             for s in range(0, ids.shape[0], batch_size):
-                hidden = self.model.hidden_states(ids[s : s + batch_size].to(self.device))  # [b, N, H]
+                hidden = self.model.hidden_states(ids[s : s + batch_size].to(self.device), chosen)  # [b, N, H]
                 out.append(hidden.float().mean(dim=1).cpu())
         return torch.cat(out)

@@ -1,0 +1,8 @@
+"""Measuring what LQAE tokens carry: linear probes, few-shot episodes and prompts, reconstruction metrics."""
+
+from .fewshot import Episode, build_prompt, nearest_class_mean_accuracy, sample_episodes, score_labels
+from .metrics import codebook_statistics, mse, psnr, ssim
+from .probe import linear_probe
+
+__all__ = ["Episode", "build_prompt", "nearest_class_mean_accuracy", "sample_episodes", "score_labels",
+           "codebook_statistics", "mse", "psnr", "ssim", "linear_probe"]

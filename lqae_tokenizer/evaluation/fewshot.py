@@ -1,0 +1,116 @@
+"""Few-shot classification: N-way K-shot episodes, the paper's prompt, an LLM scorer, and a no-LLM baseline.
+
+The paper prompts GPT-3 with lines ``input: <image text> output: <label>`` (one per support image)
+followed by ``input: <query text> output:``. Here every candidate label is scored by its
+log-likelihood after the prompt under a Hugging Face causal LM, so no free text is parsed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One N-way K-shot task: dataset indices and their episode-local labels in ``[0, N)``."""
+
+    classes: tuple[int, ...]  # the dataset classes, in episode-label order
+    support: tuple[int, ...]
+    support_labels: tuple[int, ...]
+    query: tuple[int, ...]
+    query_labels: tuple[int, ...]
+
+
+def sample_episodes(labels: Sequence[int], *, n_way: int, k_shot: int, n_query: int, episodes: int,
+                    seed: int = 0) -> list[Episode]:
+    """``episodes`` balanced episodes: ``n_way`` classes, ``k_shot`` support and ``n_query`` query
+    images per class, support and query disjoint. Raises ``ValueError`` when a class is too small."""
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
+    eligible = sorted(c for c, idx in by_class.items() if len(idx) >= k_shot + n_query)
+    if len(eligible) < n_way:
+        raise ValueError(f"{n_way}-way {k_shot}-shot with {n_query} queries needs {n_way} classes with >= "
+                         f"{k_shot + n_query} images; only {len(eligible)} have that many")
+    rng = random.Random(seed)
+    out = []
+    for _ in range(episodes):
+        classes = tuple(rng.sample(eligible, n_way))
+        support, s_labels, query, q_labels = [], [], [], []
+        for local, cls in enumerate(classes):
+            picked = rng.sample(by_class[cls], k_shot + n_query)
+            support += picked[:k_shot]
+            s_labels += [local] * k_shot
+            query += picked[k_shot:]
+            q_labels += [local] * n_query
+        order = list(range(len(support)))
+        rng.shuffle(order)  # interleave classes in the prompt
+        out.append(Episode(classes, tuple(support[i] for i in order), tuple(s_labels[i] for i in order),
+                           tuple(query), tuple(q_labels)))
+    return out
+
+
+def build_prompt(support_texts: Sequence[str], support_labels: Sequence[str], query_text: str) -> str:
+    """The paper's prompt: one ``input: ... output: ...`` line per support example, then the query.
+
+    Example:
+        >>> build_prompt([" cat sat"], ["shoe"], " dog ran")
+        'input: cat sat output: shoe\\ninput: dog ran output:'
+    """
+    if len(support_texts) != len(support_labels):
+        raise ValueError("one label per support text")
+    lines = [f"input: {t.strip()} output: {label}" for t, label in zip(support_texts, support_labels)]
+    return "\n".join(lines + [f"input: {query_text.strip()} output:"])
+
+
+@torch.inference_mode()
+def score_labels(model: Any, tokenizer: Any, prompt: str, candidates: Sequence[str]) -> list[float]:
+    """Log-likelihood of each ``" " + candidate`` after ``prompt`` under a causal LM (higher is likelier).
+
+    Args:
+        model: a Hugging Face causal LM (``AutoModelForCausalLM``), or a Hub id / local path to load.
+        tokenizer: its tokenizer (ignored when ``model`` is a path; loaded with it).
+    """
+    if isinstance(model, str):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        model = AutoModelForCausalLM.from_pretrained(model, use_safetensors=True)
+    model.eval()
+    device = next(model.parameters()).device
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    scores = []
+    for candidate in candidates:
+        full = tokenizer(prompt + " " + candidate, add_special_tokens=False)["input_ids"]
+        if full[: len(prompt_ids)] != prompt_ids:
+            raise ValueError(f"candidate {candidate!r} changes how the prompt is tokenized; end the prompt with 'output:'")
+        ids = torch.tensor([full], device=device)
+        logprobs = model(ids).logits.float().log_softmax(-1)[0]  # [T, vocab]
+        target = ids[0, len(prompt_ids):]
+        positions = torch.arange(len(prompt_ids) - 1, len(full) - 1, device=device)
+        scores.append(float(logprobs[positions, target].sum()))
+    return scores
+
+
+def nearest_class_mean_accuracy(features: torch.Tensor, episodes: Sequence[Episode]) -> tuple[float, float]:
+    """Mean accuracy and 95% confidence half-width over episodes of a nearest-class-mean classifier.
+
+    Each query is assigned to the class whose support features' mean is nearest in cosine similarity
+    (features ``[n, H]``, e.g. ``ImageTokenizer.features`` of the dataset). No LLM involved.
+    """
+    accuracies = []
+    for ep in episodes:
+        support = torch.nn.functional.normalize(features[list(ep.support)].double(), dim=1)
+        labels = torch.tensor(ep.support_labels)
+        n_way = len(ep.classes)
+        means = torch.stack([support[labels == c].mean(0) for c in range(n_way)])
+        query = torch.nn.functional.normalize(features[list(ep.query)].double(), dim=1)
+        predicted = (query @ torch.nn.functional.normalize(means, dim=1).t()).argmax(1)
+        accuracies.append(float((predicted == torch.tensor(ep.query_labels)).double().mean()))
+    acc = torch.tensor(accuracies, dtype=torch.float64)
+    half_width = 1.96 * float(acc.std(unbiased=True)) / len(accuracies) ** 0.5 if len(accuracies) > 1 else float("nan")
+    return float(acc.mean()), half_width
