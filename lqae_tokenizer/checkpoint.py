@@ -12,6 +12,7 @@ Nothing is ever unpickled: weights are read from safetensors only. Files are wri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -129,8 +130,8 @@ def resolve_folder(name_or_path: str | os.PathLike, *, revision: str | None = No
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return Path(snapshot_download(text, revision=revision, cache_dir=cache_dir, token=token,
-                                      local_files_only=local_files_only, allow_patterns=HUB_PATTERNS))
+        folder = Path(snapshot_download(text, revision=revision, cache_dir=cache_dir, token=token,
+                                        local_files_only=local_files_only, allow_patterns=HUB_PATTERNS))
     except LocalEntryNotFoundError as err:
         raise CheckpointError(
             f"{text!r} is not in the local Hugging Face cache and downloading is disabled or failed "
@@ -138,3 +139,36 @@ def resolve_folder(name_or_path: str | os.PathLike, *, revision: str | None = No
         ) from err
     except (RepositoryNotFoundError, HfHubHTTPError) as err:
         raise CheckpointError(f"cannot fetch {text!r} from the Hugging Face Hub: {err}") from err
+    verify_snapshot(folder)
+    return folder
+
+
+def _git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def verify_snapshot(folder: Path) -> None:
+    """Check every file of a Hub cache snapshot against the hash the Hub advertised for it.
+
+    The cache stores each file as ``blobs/<etag>``: for LFS files the etag is the sha256 of the
+    content, for small git files the git blob sha1. A file whose bytes do not match (a corrupted
+    or tampered download) is removed from the cache and reported, so a retry downloads it again.
+    """
+    for link in sorted(p for p in folder.rglob("*") if p.is_symlink() or p.is_file()):
+        blob = link.resolve()
+        etag = blob.name
+        data = blob.read_bytes()
+        if len(etag) == 64:
+            actual = hashlib.sha256(data).hexdigest()
+        elif len(etag) == 40:
+            actual = _git_blob_sha1(data)
+        else:
+            continue  # not a content hash: nothing to check against
+        if actual != etag:
+            blob.unlink(missing_ok=True)
+            link.unlink(missing_ok=True)
+            raise CheckpointError(
+                f"downloaded file {link.relative_to(folder)} does not match the hash the Hub advertised "
+                f"({etag[:12]}..., got {actual[:12]}...): corrupted or tampered in transit. It was removed from "
+                "the cache; loading again downloads it afresh."
+            )

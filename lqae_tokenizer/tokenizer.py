@@ -98,12 +98,15 @@ class ImageTokenizer:
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
                         device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                         cache_dir: str | None = None, local_files_only: bool = False,
-                        token: str | bool | None = None) -> "ImageTokenizer":
+                        token: str | bool | None = None, language_model: str | os.PathLike | None = None,
+                        ) -> "ImageTokenizer":
         """Load a tokenizer from a local folder or a Hugging Face Hub repo (safetensors only).
 
-        The frozen LM comes from the checkpoint's ``language_model/`` folder when bundled, else
-        from ``config.language_model`` at the pinned revision (same ``cache_dir``/``token``/
-        ``local_files_only``). Raises :class:`~lqae_tokenizer.checkpoint.CheckpointError` for a
+        The frozen LM comes from ``language_model`` when given (e.g. a local copy), else from the
+        checkpoint's ``language_model/`` folder when bundled, else from ``config.language_model`` at
+        the pinned revision (same ``cache_dir``/``token``/``local_files_only``). Whichever it is, its
+        codebook must match the checkpoint's fingerprint. Raises
+        :class:`~lqae_tokenizer.checkpoint.CheckpointError` for a
         missing config or weights file, a missing/unexpected/misshapen weight, or a codebook whose
         fingerprint differs from the one the checkpoint was trained with.
         """
@@ -111,7 +114,9 @@ class ImageTokenizer:
         folder = checkpoint.resolve_folder(name_or_path, revision=revision, **hub)
         config = LQAEConfig.from_dict(checkpoint.read_config(folder))
         bundled = folder / checkpoint.LANGUAGE_MODEL_DIR
-        if bundled.is_dir():
+        if language_model is not None:
+            language_model = load_language_model(language_model)
+        elif bundled.is_dir():
             language_model = load_language_model(bundled)
         else:
             language_model = load_language_model(config.language_model, revision=config.language_model_revision, **hub)

@@ -26,6 +26,7 @@ class HubState:
         self.repos: dict[str, dict] = {}  # repo_id -> {"commits": {sha: files}, "refs": {name: sha}}
         self.requests: list[tuple[str, str, dict]] = []
         self.fail_next_downloads = 0
+        self.tampered: dict[str, bytes] = {}  # path -> bytes served instead of the advertised ones
         self.lock = threading.Lock()
 
     def commit(self, repo_id: str, files: dict[str, bytes], branch: str = "main") -> str:
@@ -113,7 +114,9 @@ def _handler(state: HubState):
                 return self._not_found(path)
             sha, tree = found
             data = tree[m.group(3)]
-            headers = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+            etag = hashlib.sha256(data).hexdigest()
+            data = state.tampered.get(m.group(3), data)
+            headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"',
                        "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
             start = 0
             rng = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))

@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn images into tokens of a frozen language model's vocabulary.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to tokenize")
-    parser.add_argument("--model", required=True, metavar="NAME_OR_PATH",
-                        help="tokenizer checkpoint: a local folder or a Hugging Face Hub id")
+    parser.add_argument("--model", metavar="NAME_OR_PATH",
+                        help="tokenizer checkpoint: a local folder or a Hugging Face Hub id "
+                             "(default: the small bundled demo, see README)")
     parser.add_argument("--format", choices=FORMATS, default="text",
                         help="text: the LM's decoding (for prompts); tokens: token strings; ids: integers; "
                              "json: one object per image with path, ids, tokens and text (default: text)")
@@ -85,9 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..tokenizer import ImageTokenizer
 
     try:
-        tokenizer = ImageTokenizer.from_pretrained(args.model, device=args.device)
-    except (CheckpointError, OSError) as err:
-        print(f"lqae-tokenize: cannot load --model {args.model}: {err}", file=sys.stderr)
+        if args.model is None:
+            from ..demo import DEMO_NOTICE, load_demo
+
+            print(f"lqae-tokenize: no --model given, {DEMO_NOTICE}", file=sys.stderr)
+            tokenizer = load_demo(device=args.device)
+        else:
+            tokenizer = ImageTokenizer.from_pretrained(args.model, device=args.device)
+    except (CheckpointError, OSError, ImportError) as err:
+        print(f"lqae-tokenize: cannot load {args.model or 'the demo tokenizer'}: {err}", file=sys.stderr)
         return 2
     loaded, failed = _read_all(args.images)
     if args.reconstruct is not None:
