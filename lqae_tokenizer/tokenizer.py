@@ -151,10 +151,13 @@ class ImageTokenizer:
         # An untrained MLM head is not saved, so the bundled copy keeps reporting "no trained head".
         module = lm.model if lm.has_trained_head else lm.backbone
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".language_model."))
+        os.chmod(tmp, checkpoint.default_mode(directory=True))
         try:
             with quiet_transformers():
                 module.save_pretrained(str(tmp), safe_serialization=True)
             self._text.tokenizer.save_pretrained(str(tmp))
+            for path in tmp.rglob("*"):  # transformers writes some files 0600
+                os.chmod(path, checkpoint.default_mode(directory=path.is_dir()))
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)

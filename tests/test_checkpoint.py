@@ -138,3 +138,17 @@ def test_saving_twice_overwrites_cleanly(word_tokenizer, tmp_path):
     word_tokenizer.save_pretrained(tmp_path / "x")
     word_tokenizer.save_pretrained(tmp_path / "x")
     assert not [p for p in (tmp_path / "x").iterdir() if p.name.startswith(".")]
+
+
+def test_saved_files_get_normal_permissions(word_tokenizer, tmp_path):
+    """Regression: files written through mkstemp were 0600, unreadable for other users."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        word_tokenizer.save_pretrained(tmp_path / "perm", include_language_model=True)
+    finally:
+        os.umask(umask)
+    for path in (tmp_path / "perm").rglob("*"):
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
