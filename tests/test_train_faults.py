@@ -1,0 +1,66 @@
+"""Training under faults: SIGKILL at random moments (checkpoint writes included), a full disk."""
+
+from __future__ import annotations
+
+import errno
+import random
+import time
+
+import pytest
+
+from lqae_tokenizer.training import checkpoints
+
+from train_helpers import assert_identical, final_weights, run_train, start_train, train_args
+
+
+def test_twenty_random_kills_lose_nothing_and_end_bit_identical(roberta_lm_dir, tmp_path):
+    args = ["--max_train_steps", "60", "--checkpointing_steps", "3", "--checkpoints_total_limit", "2",
+            "--log_every", "1"]
+    reference = run_train(train_args(roberta_lm_dir, tmp_path / "reference", *args))
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    run = tmp_path / "killed"
+    rng = random.Random(0)
+    newest = 0
+    for kill in range(20):
+        resume = ["--resume_from_checkpoint", "latest"] if checkpoints.steps_present(run) else []
+        proc = start_train(train_args(roberta_lm_dir, run, *args, *resume))
+        deadline = time.time() + 120
+        # wait until training is under way, then kill at a random moment (often inside a checkpoint write)
+        while not (run / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.kill()
+        proc.wait()
+        found = checkpoints.load_latest(run)
+        if found is None:
+            continue
+        path, state, _ = found
+        for step in checkpoints.steps_present(run):  # every folder named like a checkpoint is complete
+            checkpoints.read_verified(run / f"checkpoint-{step}")
+        assert state["progress"]["step"] >= newest, "a kill lost a checkpoint that had been completed"
+        newest = state["progress"]["step"]
+        if (run / "final").exists():
+            break
+    assert newest > 0
+    finished = run_train(train_args(roberta_lm_dir, run, *args, "--resume_from_checkpoint", "latest"))
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert_identical(final_weights(tmp_path / "reference"), final_weights(run))
+
+
+def test_full_disk_during_checkpoint_is_an_error_not_a_save(roberta_lm_dir, tmp_path, monkeypatch):
+    from lqae_tokenizer.train import parse_config
+    from lqae_tokenizer.training.trainer import Trainer
+
+    run = tmp_path / "run"
+    trainer = Trainer(parse_config(train_args(roberta_lm_dir, run, "--max_train_steps", "4",
+                                              "--checkpointing_steps", "2")))
+
+    def no_space(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoints, "_write_file", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.train()
+    assert checkpoints.steps_present(run) == []
+    assert not [p for p in run.iterdir() if p.name.startswith(".tmp-")]
+    assert not (run / "final").exists()
