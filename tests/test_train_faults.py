@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import random
 import time
 
@@ -11,6 +12,15 @@ import pytest
 from lqae_tokenizer.training import checkpoints
 
 from train_helpers import assert_identical, final_weights, run_train, start_train, train_args
+
+
+def last_logged_step(run) -> int:
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    steps = [json.loads(line)["step"] for line in lines if line.endswith("}")]
+    return max(steps, default=0)
 
 
 def test_twenty_random_kills_lose_nothing_and_end_bit_identical(roberta_lm_dir, tmp_path):
@@ -24,11 +34,13 @@ def test_twenty_random_kills_lose_nothing_and_end_bit_identical(roberta_lm_dir, 
     for kill in range(20):
         resume = ["--resume_from_checkpoint", "latest"] if checkpoints.steps_present(run) else []
         proc = start_train(train_args(roberta_lm_dir, run, *args, *resume))
-        deadline = time.time() + 120
-        # wait until training is under way, then kill at a random moment (often inside a checkpoint write)
-        while not (run / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 1.5))
+        # Let it run a random number of steps past the newest checkpoint, then kill it at a random
+        # moment within the step (checkpoints every 3 steps: many kills land inside a write).
+        target = newest + rng.randint(1, 7)
+        deadline = time.time() + 180
+        while last_logged_step(run) < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.kill()
         proc.wait()
         found = checkpoints.load_latest(run)
