@@ -28,6 +28,32 @@ METRIC_IDS = {"cosine": 0, "dot": 1, "l2": 2}
 # Whether @triton.jit below built interpreter functions (decided at import by TRITON_INTERPRET=1).
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 INT32_MAX = 2**31 - 1
+# Compiled Triton reads module globals only when they are constexpr.
+_KERNEL_INT32_MAX = tl.constexpr(INT32_MAX)
+
+
+@triton.jit
+def _epilogue(acc, aux_ptr, cols64, col_ok, METRIC: tl.constexpr):
+    """fp32 dot products ``[BM, BN]`` -> metric scores, larger is nearer; -inf past the slice."""
+    if METRIC == 0:  # cosine: x . c / |c|
+        score = acc * tl.load(aux_ptr + cols64, mask=col_ok, other=0.0)[None, :]
+    elif METRIC == 1:  # dot
+        score = acc
+    else:  # l2: 2 x . c - |c|^2
+        score = 2.0 * acc - tl.load(aux_ptr + cols64, mask=col_ok, other=0.0)[None, :]
+    return tl.where(col_ok[None, :], score, float("-inf"))
+
+
+@triton.jit
+def _update_top2(score, cols, best, best_id, second):
+    """Fold one tile's scores into the running (best, best_id, second) per row."""
+    tile_best = tl.max(score, axis=1)
+    tile_id = tl.min(tl.where(score == tile_best[:, None], cols[None, :], _KERNEL_INT32_MAX), axis=1)
+    tile_second = tl.max(tl.where(cols[None, :] == tile_id[:, None], float("-inf"), score), axis=1)
+    # Strict ">" keeps the earlier (lower) id when a later tile only ties.
+    better = tile_best > best
+    second = tl.where(better, tl.maximum(best, tile_second), tl.maximum(second, tile_best))
+    return tl.where(better, tile_best, best), tl.where(better, tile_id, best_id), second
 
 
 @triton.jit
@@ -44,10 +70,8 @@ def nearest_code_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
-    num_splits = tl.num_programs(1)
     # This split's slice of the codebook, whole BLOCK_N tiles, in id order.
-    tiles = tl.cdiv(V, BLOCK_N)
-    tiles_per_split = tl.cdiv(tiles, num_splits)
+    tiles_per_split = tl.cdiv(tl.cdiv(V, BLOCK_N), tl.num_programs(1))
     v_begin = pid_s * tiles_per_split * BLOCK_N
     v_end = tl.minimum(V, v_begin + tiles_per_split * BLOCK_N)
 
@@ -55,10 +79,9 @@ def nearest_code_kernel(
     row_ok = rows < N
     rows64 = rows.to(tl.int64)  # int64 offsets: N x D and V x D may pass 2**31 elements
     offs_k = tl.arange(0, BLOCK_K)
-
     best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     second = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    best_id = tl.full((BLOCK_M,), INT32_MAX, tl.int32)
+    best_id = tl.full((BLOCK_M,), _KERNEL_INT32_MAX, tl.int32)
 
     for v0 in range(v_begin, v_end, BLOCK_N):
         cols = v0 + tl.arange(0, BLOCK_N)
@@ -76,25 +99,8 @@ def nearest_code_kernel(
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        if METRIC == 0:  # cosine
-            inv_norm = tl.load(aux_ptr + cols64, mask=col_ok, other=0.0)
-            score = acc * inv_norm[None, :]
-        elif METRIC == 1:  # dot
-            score = acc
-        else:  # l2
-            sq_norm = tl.load(aux_ptr + cols64, mask=col_ok, other=0.0)
-            score = 2.0 * acc - sq_norm[None, :]
-        score = tl.where(col_ok[None, :], score, float("-inf"))
-
-        tile_best = tl.max(score, axis=1)
-        tile_id = tl.min(tl.where(score == tile_best[:, None], cols[None, :], INT32_MAX), axis=1)
-        rest = tl.where(cols[None, :] == tile_id[:, None], float("-inf"), score)
-        tile_second = tl.max(rest, axis=1)
-        # Strict ">" keeps the earlier (lower) id when a later tile only ties.
-        better = tile_best > best
-        second = tl.where(better, tl.maximum(best, tile_second), tl.maximum(second, tile_best))
-        best_id = tl.where(better, tile_id, best_id)
-        best = tl.where(better, tile_best, best)
+        score = _epilogue(acc, aux_ptr, cols64, col_ok, METRIC)
+        best, best_id, second = _update_top2(score, cols, best, best_id, second)
 
     out = pid_s.to(tl.int64) * N + rows64
     tl.store(best_ptr + out, best, mask=row_ok)
