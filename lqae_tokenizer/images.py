@@ -146,6 +146,8 @@ def _scaled_to_unit(array: np.ndarray, kind: str) -> np.ndarray:
 
 def _tensor_to_chw(tensor: torch.Tensor) -> torch.Tensor:
     """torch image ``[C, H, W]`` -> float32 ``[3, H, W]`` in [0, 1], on the tensor's device."""
+    if tensor.device.type == "meta":
+        raise ValueError("torch image is a meta tensor (a shape without data); pass a tensor with pixel values")
     if tensor.dim() != 3 or tensor.shape[0] not in (1, 3, 4):
         raise ValueError(
             f"torch images must be CxHxW or BxCxHxW with C in (1, 3, 4), got shape {list(tensor.shape)}; "

@@ -73,7 +73,5 @@ def test_bad_model_and_usage_errors(setup, tmp_path):
     root, paths, _ = setup
     out = cli(paths[0], "--model", tmp_path / "nowhere")
     assert out.returncode == 2 and "cannot load" in out.stderr
-    out = cli(paths[0])
-    assert out.returncode == 2 and "--model" in out.stderr
     out = cli(paths[0], "--model", root / "model", "--format", "xml")
     assert out.returncode == 2 and "invalid choice" in out.stderr

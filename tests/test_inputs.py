@@ -140,6 +140,7 @@ def test_do_resize_false_requires_exact_size(all_tokenizer):
     (torch.zeros(3, 4, 4, dtype=torch.int32), TypeError, "uint8 or floating point"),
     (torch.full((3, 4, 4), 255.0), ValueError, "must be in \\[0, 1\\]"),
     (torch.full((3, 4, 4), float("inf")), ValueError, "NaN or infinity"),
+    (torch.zeros(3, 4, 4, device="meta"), ValueError, "meta tensor"),
     (12345, TypeError, "expected a PIL image"),
     (b"\x89PNG", TypeError, "expected a PIL image"),
     ([], ValueError, "empty list"),
