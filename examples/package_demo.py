@@ -29,13 +29,13 @@ def main() -> None:
     shutil.rmtree(TARGET, ignore_errors=True)
     (TARGET / "samples").mkdir(parents=True)
     for name in FILES:
-        shutil.copy(run / "final" / name, TARGET / name)
+        shutil.copyfile(run / "final" / name, TARGET / name)
     config = json.loads((TARGET / "config.json").read_text())
     config["language_model"] = "sentence-transformers/all-MiniLM-L6-v2"
     (TARGET / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for label in range(10):
         first = sorted((fashion / "test" / str(label)).glob("*.png"))[0]
-        shutil.copy(first, TARGET / "samples" / f"{label}_{first.stem}.png")
+        shutil.copyfile(first, TARGET / "samples" / f"{label}_{first.stem}.png")
 
     from lqae_tokenizer.demo import load_demo, sample_images
 
