@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trainer = Trainer(config)
         return trainer.train()
-    except TrainingAborted as err:
+    except (TrainingAborted, ValueError) as err:  # ValueError: a setting found invalid once the run starts
         print(f"lqae-train: aborted: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # disk full, read-only or missing output folder...: nothing was reported as saved

@@ -84,3 +84,15 @@ def test_push_to_hub_uploads_the_final_tokenizer(roberta_lm_dir, tmp_path):
     for path in (tmp_path / "r").rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
+
+
+def test_report_to_tensorboard(roberta_lm_dir, tmp_path):
+    import importlib.util
+
+    out = run_train(train_args(roberta_lm_dir, tmp_path / "r", "--max_train_steps", "2", "--report_to", "tensorboard"))
+    if importlib.util.find_spec("tensorboard") is None:
+        assert out.returncode == 1 and "needs the tensorboard package: pip install tensorboard" in out.stderr
+        assert "Traceback" not in out.stderr
+    else:
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
