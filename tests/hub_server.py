@@ -87,23 +87,18 @@ def _handler(state: HubState):
         def do_GET(self) -> None:
             self._record()
             path = unquote(urlparse(self.path).path)
-            m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path)
+            m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(revision|tree)/([^/]+)(/.*)?", path)
             if m:
-                found = state.resolve(m.group(1), m.group(2))
+                repo_id, kind, revision = m.group(1), m.group(2), m.group(3)
+                found = state.resolve(repo_id, revision)
                 if found is None:
-                    return self._not_found(f"{m.group(1)}@{m.group(2)}")
+                    return self._not_found(f"{repo_id}@{revision}")
                 sha, tree = found
-                return self._json(200, {"id": m.group(1), "sha": sha, "private": False,
-                                        "siblings": [{"rfilename": p} for p in sorted(tree)]})
-            m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(/.*)?", path)
-            if m:
-                found = state.resolve(m.group(1), m.group(2))
-                if found is None:
-                    return self._not_found(f"{m.group(1)}@{m.group(2)}")
-                _, tree = found
-                entries = [{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-                           for p, b in sorted(tree.items())]
-                return self._json(200, entries)
+                if kind == "revision":
+                    return self._json(200, {"id": repo_id, "sha": sha, "private": False,
+                                            "siblings": [{"rfilename": p} for p in sorted(tree)]})
+                return self._json(200, [{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                                        for p, b in sorted(tree.items())])
             self._serve_file(head=False)
 
         def _serve_file(self, head: bool) -> None:
