@@ -75,3 +75,29 @@ def test_bad_model_and_usage_errors(setup, tmp_path):
     assert out.returncode == 2 and "cannot load" in out.stderr
     out = cli(paths[0], "--model", root / "model", "--format", "xml")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_collection_mode_streams_to_jsonl_and_resumes(setup, word_tokenizer, tmp_path):
+    root, paths, ids = setup
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    for i, p in enumerate(paths):
+        shutil.copy(p, (data / "sub" if i == 2 else data) / p.name)
+    (data / "broken.png").write_bytes(b"nope")
+    output = tmp_path / "ids.jsonl"
+    out = cli(data, "--model", root / "model", "--output", output, "--batch-size", "2")
+    assert out.returncode == 1 and "skipping" in out.stderr and "broken.png" in out.stderr
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert sorted(by_name) == ["img0.png", "img1.png", "img2.png"]
+    assert [by_name[p.name]["ids"] for p in paths] == ids
+    assert by_name["img0.png"]["text"] == word_tokenizer.ids_to_text(ids[0])
+    # A crash left a partial line and one image undone: the rerun completes without duplicates.
+    lines = output.read_text().splitlines()
+    output.write_text("\n".join(lines[:1]) + "\n" + lines[1][:15])
+    (data / "broken.png").unlink()
+    again = cli(data, "--model", root / "model", "--output", output)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "1 already in" in again.stderr
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(Path(r["path"]).name for r in rows) == ["img0.png", "img1.png", "img2.png"]

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also decode the ids and write each reconstruction as DIR/<name>.png")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--output", metavar="FILE.jsonl", type=Path,
+                        help="collection mode: IMAGE may be folders (recursive); append one JSON line per image "
+                             "to FILE.jsonl with a progress bar, skipping images already in it (resumable)")
     return parser
 
 
@@ -96,6 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, OSError, ImportError) as err:
         print(f"lqae-tokenize: cannot load {args.model or 'the demo tokenizer'}: {err}", file=sys.stderr)
         return 2
+    if args.output is not None:
+        from .collection import tokenize_collection
+
+        try:
+            failed_count = tokenize_collection(tokenizer, args.images, args.output, args.batch_size)
+        except ValueError as err:  # e.g. a folder without images
+            print(f"lqae-tokenize: {err}", file=sys.stderr)
+            return 2
+        return 1 if failed_count else 0
     loaded, failed = _read_all(args.images)
     if args.reconstruct is not None:
         args.reconstruct.mkdir(parents=True, exist_ok=True)
