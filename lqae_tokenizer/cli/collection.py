@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..images import InvalidImageError, to_tensor
 from ..training.data import list_images
 
 
@@ -55,16 +54,13 @@ def tokenize_collection(tokenizer, inputs: Sequence[str], output: Path, batch_si
           file=sys.stderr)
     from tqdm.auto import tqdm
 
+    from .tokenize import read_images
+
     failed = 0
     with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), unit="img", file=sys.stderr) as bar:
         for chunk in _batches(todo, batch_size):
-            loaded = []
-            for path in chunk:
-                try:
-                    loaded.append((path, to_tensor(path)))
-                except (InvalidImageError, OSError, ValueError, TypeError) as err:
-                    print(f"lqae-tokenize: skipping {path}: {err}", file=sys.stderr)
-                    failed += 1
+            loaded, unreadable = read_images(chunk)
+            failed += len(unreadable)
             if loaded:
                 ids = tokenizer.encode([t for _, t in loaded], batch_size=batch_size)
                 lines = [json.dumps({"path": p, "ids": row, "text": tokenizer.ids_to_text(row)}, ensure_ascii=False)

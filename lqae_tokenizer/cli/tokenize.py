@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_all(paths: Sequence[str]) -> tuple[list[tuple[str, torch.Tensor]], list[str]]:
+def read_images(paths: Sequence[str]) -> tuple[list[tuple[str, torch.Tensor]], list[str]]:
     """Decode every path; failures are reported on stderr and returned by path."""
     loaded, failed = [], []
     for path in paths:
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"lqae-tokenize: {err}", file=sys.stderr)
             return 2
         return 1 if failed_count else 0
-    loaded, failed = _read_all(args.images)
+    loaded, failed = read_images(args.images)
     if args.reconstruct is not None:
         args.reconstruct.mkdir(parents=True, exist_ok=True)
         targets = _reconstruction_paths([p for p, _ in loaded], args.reconstruct)

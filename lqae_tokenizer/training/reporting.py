@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..evaluation.metrics import mse, psnr
 from ..quantizer import codebook_usage
 
 
@@ -48,12 +49,6 @@ class MetricsLog:
             self.writer.close()
 
 
-def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for pixels in [0, 1]: ``[B, 3, H, W]`` pairs -> ``[B]``."""
-    mse = ((reconstruction.float() - target.float()) ** 2).flatten(1).mean(1)
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
-
-
 @torch.no_grad()
 def validate(model, loader, device: torch.device, autocast) -> tuple[dict[str, float], tuple[torch.Tensor, torch.Tensor]]:
     """Mask ratio 0: MSE, PSNR and codebook usage over ``loader``; also the first batch and its reconstruction."""
@@ -65,7 +60,7 @@ def validate(model, loader, device: torch.device, autocast) -> tuple[dict[str, f
         with autocast():
             out = model(pixels, mask_ratio=0.0)
         recon = out.reconstruction.float().clamp(0, 1)
-        mses.append(((recon - pixels) ** 2).flatten(1).mean(1).cpu())
+        mses.append(mse(recon, pixels).cpu())
         psnrs.append(psnr(recon, pixels).cpu())
         ids.append(out.ids.cpu())
         if first is None:
