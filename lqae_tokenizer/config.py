@@ -8,6 +8,7 @@ from typing import Any
 
 CODEBOOK_VOCABULARIES = ("all", "words")
 QUANTIZER_METRICS = ("cosine", "l2")
+QUANTIZERS = ("language", "learned")
 
 
 @dataclass
@@ -24,6 +25,11 @@ class LQAEConfig:
 
     Fields filled in when a tokenizer is built (``language_model_revision``, ``codebook_fingerprint``)
     pin the codebook so that a checkpoint cannot be loaded against a different embedding table.
+
+    ``quantizer="learned"`` is the paper's VQ-VAE baseline: the same encoder and decoder around a
+    trained codebook of ``learned_codebook_size`` rows (of the LM's width) and no language model in
+    the path (the decoder reads the code vectors; no masking, no masked-LM term). Its ids are code
+    numbers, not words, so it has no text form.
     """
 
     image_size: int = 256
@@ -44,6 +50,8 @@ class LQAEConfig:
     commitment_weight: float = 0.01
     mlm_loss_weight: float = 1e-4
     codebook_fingerprint: str | None = None
+    quantizer: str = "language"
+    learned_codebook_size: int = 1024
 
     def __post_init__(self) -> None:
         self.validate()
@@ -86,6 +94,17 @@ class LQAEConfig:
             )
         if self.metric not in QUANTIZER_METRICS:
             raise ValueError(f"metric must be one of {QUANTIZER_METRICS}, got {self.metric!r}")
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.quantizer == "learned":
+            size = self.learned_codebook_size
+            if not isinstance(size, int) or isinstance(size, bool) or size < 2:
+                raise ValueError(f"learned_codebook_size must be an integer >= 2, got {size!r}")
+            if self.mask_ratio > 0:
+                raise ValueError(
+                    f"quantizer='learned' (the VQ-VAE baseline) has no language model to read masked tokens, "
+                    f"but mask_ratio={self.mask_ratio}; set mask_ratio=0"
+                )
         if not isinstance(self.language_model, str) or not self.language_model:
             raise ValueError(f"language_model must be a Hub id or a local folder, got {self.language_model!r}")
 
@@ -133,3 +152,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         language_model="sentence-transformers/all-MiniLM-L6-v2", codebook_vocabulary="words", mlm_loss_weight=0.0,
     ),
 }
+# The VQ-VAE baseline of the demo's size (the ablation's arm c): same encoder and decoder, a learned
+# 1,024-row codebook of MiniLM's width (384), l2 search, the usual VQ-VAE commitment weight 0.25.
+PRESETS["demo-vqvae"] = dict(
+    PRESETS["demo"], quantizer="learned", learned_codebook_size=1024, metric="l2", mask_ratio=0.0,
+    commitment_weight=0.25,
+)

@@ -1,4 +1,8 @@
-"""The LQAE network: ViT encoder -> exact quantization onto LM embeddings -> frozen LM -> ViT decoder."""
+"""The LQAE network: ViT encoder -> exact quantization onto LM embeddings -> frozen LM -> ViT decoder.
+
+With ``config.quantizer == "learned"`` the same class is the paper's VQ-VAE baseline: the codebook is
+a trained table and the decoder reads the code vectors directly (the language model is not used).
+"""
 
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ class LQAEOutput:
     """What one training forward returns.
 
     reconstruction ``[B, 3, H, W]`` (unclamped pixel scale); ids ``[B, N]`` int64; every loss
-    term a scalar; ``codebook_usage`` the fraction of codebook rows used in the batch and
-    ``perplexity`` the exponential entropy of the batch's id histogram.
+    term a scalar (``codebook_loss`` is zero unless the codebook is learned); ``codebook_usage`` the
+    fraction of codebook rows used in the batch and ``perplexity`` the exponential entropy of the
+    batch's id histogram.
     """
 
     reconstruction: torch.Tensor
@@ -32,6 +37,7 @@ class LQAEOutput:
     mlm_loss: torch.Tensor
     codebook_usage: torch.Tensor
     perplexity: torch.Tensor
+    codebook_loss: torch.Tensor
 
 
 def _dtype_of(module: nn.Module) -> torch.dtype:
@@ -44,7 +50,8 @@ class LQAEModel(nn.Module):
     Args:
         config: the architecture and loss weights.
         language_model: the frozen LM (codebook = its word embeddings).
-        allowed_ids: ``LongTensor[K]`` ids the quantizer may produce (no special tokens).
+        allowed_ids: ``LongTensor[K]`` ids the quantizer may produce (no special tokens); for a
+            learned codebook, ``arange(config.learned_codebook_size)``.
         mask_token_id: the LM's ``<mask>`` id, used for the random masking of training.
     """
 
@@ -66,10 +73,15 @@ class LQAEModel(nn.Module):
         self.decoder = ImageDecoder(config.image_size, config.patch_size, config.decoder_width,
                                     config.decoder_depth, config.decoder_heads, config.mlp_ratio, width)
         self.quantizer = LanguageQuantizer(allowed_ids, config.metric)
+        self.learned = config.quantizer == "learned"
+        # The VQ-VAE baseline's own codebook, initialised at the scale of an untrained LM's table.
+        self.codebook = nn.Embedding(config.learned_codebook_size, width) if self.learned else None
+        if self.codebook is not None:
+            nn.init.trunc_normal_(self.codebook.weight, std=0.02)
         self.language_model = language_model
         self.mask_token_id = mask_token_id
-        self.mlm_enabled = config.mlm_loss_weight > 0 and language_model.has_trained_head
-        if config.mlm_loss_weight > 0 and not language_model.has_trained_head:
+        self.mlm_enabled = config.mlm_loss_weight > 0 and language_model.has_trained_head and not self.learned
+        if config.mlm_loss_weight > 0 and not language_model.has_trained_head and not self.learned:
             warnings.warn(
                 f"language model {config.language_model!r} has no trained masked-LM head: the masked-LM "
                 "loss term is off (set mlm_loss_weight=0 to silence this)",
@@ -79,7 +91,10 @@ class LQAEModel(nn.Module):
     # -- what is trained and saved ------------------------------------------------------------
     def trainable_modules(self) -> dict[str, nn.Module]:
         """The modules whose weights are trained and saved (never the language model)."""
-        return {"encoder": self.encoder, "decoder": self.decoder}
+        modules: dict[str, nn.Module] = {"encoder": self.encoder, "decoder": self.decoder}
+        if self.codebook is not None:
+            modules["codebook"] = self.codebook
+        return modules
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{name}.{k}": v for name, m in self.trainable_modules().items() for k, v in m.state_dict().items()}
@@ -91,24 +106,36 @@ class LQAEModel(nn.Module):
     def codebook_size(self) -> int:
         return int(self.quantizer.allowed_ids.numel())
 
+    @property
+    def codebook_table(self) -> torch.Tensor:
+        """``[V, H]`` the table ids index: the LM's word embeddings, or the learned codebook."""
+        return self.codebook.weight if self.codebook is not None else self.language_model.word_embeddings
+
     # -- inference pieces -----------------------------------------------------------------------
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels ``[B, 3, H, W]`` in [0, 1] -> ids ``[B, N]``. Never runs the language model."""
         z = self.encoder(pixels.to(_dtype_of(self.encoder)))
-        return self.quantizer.search(z, self.language_model.word_embeddings)
+        return self.quantizer.search(z, self.codebook_table)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids ``[B, N]`` -> raw embedding rows ``[B, N, H]``."""
-        return F.embedding(ids, self.language_model.word_embeddings)
+        """ids ``[B, N]`` -> raw codebook rows ``[B, N, H]``."""
+        return F.embedding(ids, self.codebook_table)
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids ``[B, N]`` -> pixels ``[B, 3, H, W]`` clamped to [0, 1], through the LM (no mask)."""
-        hidden = self.language_model(self.embed(ids))
+        """ids ``[B, N]`` -> pixels ``[B, 3, H, W]`` clamped to [0, 1], through the LM (no mask);
+        a learned codebook's rows go to the decoder directly."""
+        hidden = self.embed(ids) if self.learned else self.language_model(self.embed(ids))
         return self.decoder(hidden.to(_dtype_of(self.decoder))).clamp(0.0, 1.0)
 
     def hidden_states(self, ids: torch.Tensor, layers: tuple[int, ...] | None = None) -> torch.Tensor:
         """ids ``[B, N]`` -> the LM's last hidden states ``[B, N, H]``, or the mean of ``layers``
-        (indices into (embedding output, layer 1, ..., layer L); negative counts from the end)."""
+        (indices into (embedding output, layer 1, ..., layer L); negative counts from the end).
+        A learned codebook has no LM: its code vectors are the features and ``layers`` must be None."""
+        if self.learned:
+            if layers is not None:
+                raise ValueError("layers= needs a language model; this tokenizer's codebook is learned "
+                                 "(quantizer='learned'), its features are the code vectors")
+            return self.embed(ids)
         if layers is None:
             return self.language_model(self.embed(ids))
         states = self.language_model.all_hidden_states(self.embed(ids))
@@ -128,9 +155,11 @@ class LQAEModel(nn.Module):
         """
         if mask_ratio is None:
             mask_ratio = self.config.mask_ratio if self.training else 0.0
-        embeddings = self.language_model.word_embeddings
+        embeddings = self.codebook_table
         z = self.encoder(pixels.to(_dtype_of(self.encoder)))  # [B, N, H]
         quantized = self.quantizer(z, embeddings)
+        if self.learned:
+            return self._vqvae_forward(pixels, quantized, mask)
         lm_inputs = quantized.quantized.to(embeddings.dtype)
         if mask is not None:
             masked = mask.to(device=pixels.device, dtype=torch.bool)
@@ -151,7 +180,23 @@ class LQAEModel(nn.Module):
                 + c.mlm_loss_weight * mlm_loss)
         usage, perplexity = codebook_usage(quantized.ids, self.codebook_size)
         return LQAEOutput(reconstruction, quantized.ids, loss, pixel_loss, quantized.commitment_loss.float(),
-                          mlm_loss, usage, perplexity)
+                          mlm_loss, usage, perplexity, quantized.codebook_loss)
+
+    def _vqvae_forward(self, pixels: torch.Tensor, quantized, mask: torch.Tensor | None) -> LQAEOutput:
+        """The VQ-VAE baseline: decoder on the straight-through code vectors, loss = pixel MSE +
+        codebook loss + commitment_weight x commitment loss (van den Oord et al., 2017)."""
+        if mask is not None and bool(mask.any()):
+            raise ValueError("a learned codebook (VQ-VAE) has no language model to read masked tokens; "
+                             "train it with mask_ratio=0")
+        reconstruction = self.decoder(quantized.quantized.to(_dtype_of(self.decoder)))
+        pixel_loss = F.mse_loss(reconstruction.float(), pixels.float())
+        c = self.config
+        commitment = quantized.commitment_loss.float()
+        loss = c.pixel_loss_weight * pixel_loss + quantized.codebook_loss + c.commitment_weight * commitment
+        usage, perplexity = codebook_usage(quantized.ids, self.codebook_size)
+        zero = pixel_loss.new_zeros(())
+        return LQAEOutput(reconstruction, quantized.ids, loss, pixel_loss, commitment, zero, usage, perplexity,
+                          quantized.codebook_loss)
 
     def _mlm_loss(self, hidden: torch.Tensor, ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the LM head at masked positions against the encoder's own ids."""

@@ -2,7 +2,9 @@
 
 The nearest allowed row (exact, see :mod:`lqae_tokenizer.search`) replaces each encoder vector; the
 quantized vector is the raw (un-normalised) embedding row, passed back with the straight-through
-estimator ``q_st = z + sg(q - z)``; the commitment loss is ``mse(sg(q), z)``.
+estimator ``q_st = z + sg(q - z)``; the commitment loss is ``mse(sg(q), z)``. When the table is
+trained (the VQ-VAE baseline), the codebook loss ``mse(q, sg(z))`` moves its rows towards the
+encoder's vectors; for a frozen table it is zero.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ def codebook_fingerprint(embeddings: torch.Tensor, allowed_ids: torch.Tensor) ->
 
 @dataclass
 class QuantizerOutput:
-    """ids ``[B, N]`` int64; quantized ``[B, N, H]`` (straight-through); commitment loss (scalar)."""
+    """ids ``[B, N]`` int64; quantized ``[B, N, H]`` (straight-through); commitment and codebook
+    losses (float32 scalars; the codebook loss is zero for a frozen table)."""
 
     ids: torch.Tensor
     quantized: torch.Tensor
     commitment_loss: torch.Tensor
+    codebook_loss: torch.Tensor
 
 
 class LanguageQuantizer(nn.Module):
@@ -78,8 +82,13 @@ class LanguageQuantizer(nn.Module):
     def forward(self, z: torch.Tensor, embeddings: torch.Tensor) -> QuantizerOutput:
         ids = self.search(z, embeddings)
         q = F.embedding(ids, embeddings).to(z.dtype)  # raw rows, [B, N, H]
-        commitment = F.mse_loss(z, q.detach())
-        return QuantizerOutput(ids=ids, quantized=z + (q - z).detach(), commitment_loss=commitment)
+        commitment = F.mse_loss(z.float(), q.detach().float())
+        if embeddings.requires_grad and torch.is_grad_enabled():
+            codebook_loss = F.mse_loss(q.float(), z.detach().float())
+        else:
+            codebook_loss = z.new_zeros((), dtype=torch.float32)
+        return QuantizerOutput(ids=ids, quantized=z + (q - z).detach(), commitment_loss=commitment,
+                               codebook_loss=codebook_loss)
 
 
 def codebook_usage(ids: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:

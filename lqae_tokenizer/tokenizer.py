@@ -77,6 +77,8 @@ class ImageTokenizer:
 
         table = language_model.word_embeddings
         allowed = codebook_ids(text_tokenizer, table.shape[0], config.codebook_vocabulary)
+        if config.quantizer == "learned":
+            allowed = torch.arange(config.learned_codebook_size)
         fingerprint = codebook_fingerprint(table, allowed)
         if config.codebook_fingerprint is not None and config.codebook_fingerprint != fingerprint:
             raise checkpoint.CheckpointError(
@@ -194,8 +196,18 @@ class ImageTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        """Size of the language model's id space: every id lies in ``[0, vocab_size)``."""
-        return int(self.model.language_model.word_embeddings.shape[0])
+        """Size of the id space: every id lies in ``[0, vocab_size)`` (the LM's vocabulary, or the
+        learned codebook's size for the VQ-VAE baseline)."""
+        return int(self.model.codebook_table.shape[0])
+
+    def _require_language_codebook(self, what: str) -> None:
+        if self._config.quantizer == "learned":
+            raise ValueError(
+                f"{what} needs ids that are words of the language model, but this tokenizer's codebook is "
+                f"learned (quantizer='learned', the VQ-VAE baseline): its ids are code numbers 0.."
+                f"{self._config.learned_codebook_size - 1}. Use encode/decode/features, or a tokenizer "
+                "with quantizer='language'."
+            )
 
     @property
     def codebook_ids(self) -> torch.Tensor:
@@ -268,32 +280,38 @@ class ImageTokenizer:
     # -- text ---------------------------------------------------------------------------------------
     def to_text(self, images: Any, *, do_resize: bool = True) -> str | list[str]:
         """Image(s) -> the LM tokenizer's decoding of their ids: the text to put in a prompt."""
+        self._require_language_codebook("to_text")
         ids = self._encode_tensor(images, do_resize, 64).tolist()
         texts = [self._text.ids_to_text(row) for row in ids]
         return texts if _is_batch(images) else texts[0]
 
     def ids_to_text(self, ids: Sequence[int] | torch.Tensor) -> str:
         """One image's ids -> text (validated: ``ValueError`` for non-codebook ids or a wrong length)."""
+        self._require_language_codebook("ids_to_text")
         return self._text.ids_to_text(self._text.check_ids(ids, batched=False)[0].tolist())
 
     def from_text(self, text: str) -> list[int]:
         """Text -> ids; the exact inverse of :meth:`to_text` when ``codebook_vocabulary="words"``."""
+        self._require_language_codebook("from_text")
         return self._text.text_to_ids(text)
 
     def to_tokens(self, images: Any, *, do_resize: bool = True) -> list[str] | list[list[str]]:
         """Image(s) -> token strings (e.g. ``"Ġcat"``); always exactly invertible by :meth:`from_tokens`."""
+        self._require_language_codebook("to_tokens")
         ids = self._encode_tensor(images, do_resize, 64).tolist()
         tokens = [self._text.tokenizer.convert_ids_to_tokens(row) for row in ids]
         return tokens if _is_batch(images) else tokens[0]
 
     def from_tokens(self, tokens: Sequence[str]) -> list[int]:
         """Token strings -> ids, checked against the codebook."""
+        self._require_language_codebook("from_tokens")
         return self._text.tokens_to_ids(tokens)
 
     # -- features -------------------------------------------------------------------------------------
     def features(self, images: Any, *, layers: Sequence[int] | None = None, do_resize: bool = True,
                  batch_size: int = 64) -> torch.Tensor:
         """Mean-pooled hidden states of the frozen LM on the images' ids: float32 ``[B, H]`` (CPU).
+        (For a learned codebook, the mean of the code vectors.)
 
         ``layers`` (default: the last) picks hidden states to average first: indices into
         (embedding output, layer 1, ..., layer L), negative from the end, e.g. ``(-1, -2, -3, -4)``.

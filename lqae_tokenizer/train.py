@@ -43,6 +43,7 @@ FLAGS: dict[str, tuple[object, str]] = {
     "validation_steps": (int, "validate every N steps"),
     "max_grad_norm": (float, "gradient clipping norm (0 disables)"),
     "mask_ratio": (float, "fraction of tokens replaced by <mask> while training (paper: 0.5)"),
+    "quantizer": (str, "'language' (LQAE) or 'learned' (VQ-VAE baseline: own codebook, no LM; needs mask_ratio 0)"),
 }
 SWITCHES = {"compile": "torch.compile the encoder and decoder", "push_to_hub": "upload final/ when done",
             "no_progress_bar": "disable the progress bar"}

@@ -54,7 +54,7 @@ def test_help_is_short_and_complete(capsys):
                  "--push_to_hub", "--compile"):
         assert flag in text
     assert len(FLAGS) + 5 <= 32  # kept near 30 flags
-    assert set(TRAIN_PRESETS) == {"paper", "tiny", "demo"}
+    assert set(TRAIN_PRESETS) == {"paper", "tiny", "demo", "demo-vqvae"}
 
 
 def test_uneven_batch_split_is_refused(roberta_lm_dir, tmp_path):

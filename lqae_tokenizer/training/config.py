@@ -72,6 +72,9 @@ class ModelOverrides:
     codebook_vocabulary: str | None = None
     mask_ratio: float | None = None
     mlm_loss_weight: float | None = None
+    commitment_weight: float | None = None
+    quantizer: str | None = None  # "language" (LQAE) or "learned" (the VQ-VAE baseline)
+    learned_codebook_size: int | None = None
 
 
 @dataclass
@@ -129,6 +132,14 @@ TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The bundled demo tokenizer's recipe (README "Demo tokenizer"): Fashion-MNIST at 32x32.
     "demo": {
         "model": {"preset": "demo"},
+        "data": {"resolution": 32, "min_crop_scale": 0.6, "dataloader_num_workers": 1, "validation_images": 64},
+        "optim": {"learning_rate": 1e-3, "warmup_steps": 200, "weight_decay": 0.05},
+        "run": {"train_batch_size": 64, "max_train_steps": 6000, "checkpointing_steps": 500,
+                "validation_steps": 500, "log_every": 20, "checkpoints_total_limit": 2},
+    },
+    # The ablation's VQ-VAE arm: the demo recipe with a learned codebook and no LM (RESULTS.md).
+    "demo-vqvae": {
+        "model": {"preset": "demo-vqvae"},
         "data": {"resolution": 32, "min_crop_scale": 0.6, "dataloader_num_workers": 1, "validation_images": 64},
         "optim": {"learning_rate": 1e-3, "warmup_steps": 200, "weight_decay": 0.05},
         "run": {"train_batch_size": 64, "max_train_steps": 6000, "checkpointing_steps": 500,

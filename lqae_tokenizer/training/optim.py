@@ -11,13 +11,15 @@ from .config import OptimConfig
 
 
 def build_optimizer(modules: dict[str, nn.Module], config: OptimConfig, lr: float) -> torch.optim.AdamW:
-    """AdamW over the trainable modules; no weight decay on biases, norms and position embeddings."""
+    """AdamW over the trainable modules; no weight decay on biases, norms, position embeddings and a
+    learned codebook (its rows must follow the encoder's outputs, not shrink towards zero)."""
     decay, no_decay = [], []
     for module in modules.values():
         for name, p in module.named_parameters():
             if not p.requires_grad:
                 continue
-            (no_decay if p.dim() < 2 or "position" in name else decay).append(p)
+            exempt = p.dim() < 2 or "position" in name or isinstance(module, nn.Embedding)
+            (no_decay if exempt else decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(config.adam_beta1, config.adam_beta2))
 

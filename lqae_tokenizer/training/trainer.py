@@ -52,7 +52,9 @@ def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer
         return ImageTokenizer.from_pretrained(config.run.init_from, device=device)
     m = config.model
     overrides = {k: v for k, v in (("language_model", m.language_model), ("codebook_vocabulary", m.codebook_vocabulary),
-                                   ("mask_ratio", m.mask_ratio), ("mlm_loss_weight", m.mlm_loss_weight)) if v is not None}
+                                   ("mask_ratio", m.mask_ratio), ("mlm_loss_weight", m.mlm_loss_weight),
+                                   ("commitment_weight", m.commitment_weight), ("quantizer", m.quantizer),
+                                   ("learned_codebook_size", m.learned_codebook_size)) if v is not None}
     lqae = LQAEConfig.from_preset(m.preset, image_size=config.data.resolution, **overrides)
     return ImageTokenizer(lqae, device=device)
 
@@ -247,7 +249,8 @@ class Trainer:
                 with self.autocast():
                     out = self.forward_model(pixels, mask=masks)
                 self.scaler.scale(out.loss / accum).backward()
-            for key in ("loss", "pixel_loss", "commitment_loss", "mlm_loss", "codebook_usage", "perplexity"):
+            for key in ("loss", "pixel_loss", "commitment_loss", "mlm_loss", "codebook_loss", "codebook_usage",
+                        "perplexity"):
                 sums[key] = sums.get(key, 0.0) + float(getattr(out, key).detach()) / accum
         self.scaler.unscale_(self.optimizer)
         params = self.model.trainable_parameters()
