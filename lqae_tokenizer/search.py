@@ -217,9 +217,12 @@ def _nearest_code_op(x: torch.Tensor, rows: torch.Tensor, search_rows: torch.Ten
         raise ValueError("x contains NaN or infinity; nearest-code search needs finite queries")
     squared = aux if metric == "l2" else None
     book = reference.PreparedCodebook(rows, search_rows, squared, max_norm, metric)
-    if backend == "triton":
-        return _search_triton(x, book, aux, kernel_rows, precision, memory_budget)
-    return reference.nearest_code_torch(x, book, memory_budget=memory_budget)
+    # The error bounds assume the arithmetic asked for: an enclosing autocast (mixed-precision
+    # training, bf16 inference) would silently turn the fp32/fp64 matmuls into bf16 ones.
+    with torch.autocast(x.device.type, enabled=False):
+        if backend == "triton":
+            return _search_triton(x, book, aux, kernel_rows, precision, memory_budget)
+        return reference.nearest_code_torch(x, book, memory_budget=memory_budget)
 
 
 @_nearest_code_op.register_fake

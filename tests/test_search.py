@@ -188,3 +188,15 @@ def test_explicit_triton_that_cannot_run_says_why(monkeypatch):
         resolve_backend("triton", torch.device("cpu"))
     with pytest.raises(RuntimeError, match="backend='triton' cannot run"):
         resolve_backend("triton", torch.device("meta"))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_enclosing_bf16_autocast_does_not_change_ids(metric):
+    # Regression: under torch.autocast (mixed-precision training, bf16 inference) the torch path's
+    # fp32 score tiles silently became bf16 matmuls and some ids were wrong (5 of 3,000 here).
+    g = torch.Generator().manual_seed(0)
+    table, x = torch.randn(5000, 64, generator=g), torch.randn(3000, 64, generator=g)
+    book = Codebook(table, metric=metric)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ids = book.search(x)
+    assert torch.equal(ids, oracle(x, table, metric))
