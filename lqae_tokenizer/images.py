@@ -146,33 +146,42 @@ def _scaled_to_unit(array: np.ndarray, kind: str) -> np.ndarray:
 
 def _tensor_to_chw(tensor: torch.Tensor) -> torch.Tensor:
     """torch image ``[C, H, W]`` -> float32 ``[3, H, W]`` in [0, 1], on the tensor's device."""
+    if tensor.device.type != "meta" and tensor.dim() == 3:
+        return tensor_batch_to_rgb(tensor.unsqueeze(0))[0]
+    return tensor_batch_to_rgb(tensor)  # raises the error that fits
+
+
+def tensor_batch_to_rgb(tensor: torch.Tensor) -> torch.Tensor:
+    """torch images ``[B, C, H, W]`` (C in 1, 3, 4; uint8, or float in [0, 1]) -> float32
+    ``[B, 3, H, W]`` in [0, 1] on the tensor's device, checked with one pass over the whole batch
+    (no per-image loop). Alpha is composited on white."""
     if tensor.device.type == "meta":
         raise ValueError("torch image is a meta tensor (a shape without data); pass a tensor with pixel values")
-    if tensor.dim() != 3 or tensor.shape[0] not in (1, 3, 4):
+    if tensor.dim() != 4 or tensor.shape[1] not in (1, 3, 4):
         raise ValueError(
             f"torch images must be CxHxW or BxCxHxW with C in (1, 3, 4), got shape {list(tensor.shape)}; "
             "for HxWxC data use tensor.permute(2, 0, 1)"
         )
-    if tensor.shape[1] == 0 or tensor.shape[2] == 0:
-        raise ValueError(f"torch image is empty (shape {list(tensor.shape)})")
+    if tensor.shape[2] == 0 or tensor.shape[3] == 0:
+        raise ValueError(f"torch image is empty (shape {list(tensor.shape[1:])})")
     if tensor.dtype == torch.uint8:
         values = tensor.float() / 255.0
     elif tensor.is_floating_point():
         values = tensor.float()
         if not bool(torch.isfinite(values).all()):
             raise ValueError("torch image contains NaN or infinity; expected finite values in [0, 1]")
-        lo, hi = float(values.min()), float(values.max())
+        lo, hi = (float(v) for v in torch.aminmax(values))
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"float torch image values must be in [0, 1], got range [{lo:.4g}, {hi:.4g}]; divide 0-255 data by 255"
             )
     else:
         raise TypeError(f"torch image dtype must be uint8 or floating point in [0, 1], got {tensor.dtype}")
-    if values.shape[0] == 4:
-        alpha = values[3:4]
-        values = values[:3] * alpha + (1.0 - alpha)
-    elif values.shape[0] == 1:
-        values = values.expand(3, -1, -1)
+    if values.shape[1] == 4:
+        alpha = values[:, 3:4]
+        values = values[:, :3] * alpha + (1.0 - alpha)
+    elif values.shape[1] == 1:
+        values = values.expand(-1, 3, -1, -1)
     return values.contiguous()
 
 
@@ -187,7 +196,7 @@ def to_tensor_list(images: Any) -> list[torch.Tensor]:
             raise ValueError("got an empty list of images")
         return [t for item in images for t in to_tensor_list(item)]
     if isinstance(images, torch.Tensor) and images.dim() == 4:
-        return [_tensor_to_chw(t) for t in images]
+        return list(tensor_batch_to_rgb(images).unbind(0))
     return [to_tensor(images)]
 
 

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -29,6 +30,8 @@ from .quantizer import codebook_fingerprint
 from .text import TextCodec
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _default_device(device: torch.device | str | None) -> torch.device:
@@ -58,18 +61,23 @@ class ImageTokenizer:
 
     Args:
         config: the architecture; ``config.language_model`` (Hub id or folder) is loaded frozen.
-        device, dtype: where and in which float dtype the model runs (default float32).
+        device, dtype: where and in which float dtype the model's weights live (default float32).
+        precision: the arithmetic of encoder, LM and decoder at inference: ``"auto"`` (default:
+            bf16 autocast on CUDA, float32 elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"``
+            (autocast). The codebook search is exact in every case: ids are the true nearest codes
+            of the encoder's output, which itself depends on the precision.
         cache_dir, local_files_only, token: passed to the Hub client when the LM is a Hub id.
     """
 
     def __init__(self, config: LQAEConfig, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, cache_dir: str | None = None,
+                 dtype: torch.dtype | None = None, precision: str = "auto", cache_dir: str | None = None,
                  local_files_only: bool = False, token: str | bool | None = None) -> None:
         hub = dict(revision=config.language_model_revision, cache_dir=cache_dir,
                    local_files_only=local_files_only, token=token)
         language_model = load_language_model(config.language_model, **hub)
         text_tokenizer = load_text_tokenizer(config.language_model, **hub)
         self._setup(config, language_model, text_tokenizer, device, dtype)
+        self.precision = precision
 
     def _setup(self, config: LQAEConfig, language_model: FrozenLanguageModel, text_tokenizer: Any,
                device: torch.device | str | None, dtype: torch.dtype | None) -> None:
@@ -101,12 +109,13 @@ class ImageTokenizer:
                         device: torch.device | str | None = None, dtype: torch.dtype | None = None,
                         cache_dir: str | None = None, local_files_only: bool = False,
                         token: str | bool | None = None, language_model: str | os.PathLike | None = None,
-                        ) -> "ImageTokenizer":
+                        precision: str = "auto") -> "ImageTokenizer":
         """Load a tokenizer from a local folder or a Hugging Face Hub repo (safetensors only).
 
         The frozen LM comes from ``language_model`` when given (e.g. a local copy), else from the
         checkpoint's ``language_model/`` folder when bundled, else from ``config.language_model`` at
-        the pinned revision (same ``cache_dir``/``token``/``local_files_only``). Whichever it is, its
+        the pinned revision (same ``cache_dir``/``token``/``local_files_only``). ``precision`` as in
+        the constructor. Whichever it is, its
         codebook must match the checkpoint's fingerprint. Raises
         :class:`~lqae_tokenizer.checkpoint.CheckpointError` for a
         missing config or weights file, a missing/unexpected/misshapen weight, or a codebook whose
@@ -131,6 +140,7 @@ class ImageTokenizer:
             prefix = name + "."
             module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
         self.model.to(device=_default_device(device), dtype=dtype or torch.float32)
+        self.precision = precision
         return self
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, include_language_model: bool = False) -> None:
@@ -222,16 +232,53 @@ class ImageTokenizer:
     def device(self) -> torch.device:
         return next(self.model.encoder.parameters()).device
 
+    @property
+    def precision(self) -> str:
+        """``"auto"`` | ``"fp32"`` | ``"bf16"`` | ``"fp16"``: see the constructor; settable."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
+        self._precision = value
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of :attr:`precision` (none for float32 or non-float32 weights)."""
+        name = self._precision
+        if name == "auto":
+            name = "bf16" if self.device.type == "cuda" else "fp32"
+        dtype = AUTOCAST_DTYPES[name]
+        if dtype is None or next(self.model.encoder.parameters()).dtype != torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def compile(self, **compile_kwargs: Any) -> "ImageTokenizer":
+        """``torch.compile`` the encoder, the frozen LM and the decoder in place (the search is a
+        registered op the compiler calls as is); returns ``self``. ``compile_kwargs`` go to
+        ``torch.compile`` (e.g. ``mode="max-autotune"``). The first calls of each batch shape are
+        slow while it compiles."""
+        self.model.encoder.compile(**compile_kwargs)
+        self.model.decoder.compile(**compile_kwargs)
+        self.model.language_model.compile(**compile_kwargs)
+        return self
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """Host batch -> the model's device; through pinned memory and without waiting on CUDA."""
+        if self.device.type == "cuda" and batch.device.type == "cpu":
+            batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=True)
+
     # -- images -> ids ----------------------------------------------------------------------------
     def _encode_tensor(self, images: Any, do_resize: bool, batch_size: int) -> torch.Tensor:
         """Any image input -> ``LongTensor[B, N]`` on the CPU."""
         pixels = prepare_batch(images, self.image_size, do_resize=do_resize)
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             for start in range(0, pixels.shape[0], batch_size):
-                chunk = pixels[start : start + batch_size].to(self.device, non_blocking=True)
-                out.append(self.model.encode(chunk).cpu())
-        return torch.cat(out)
+                # ids stay on the device until the end: one copy back, no per-batch wait.
+                out.append(self.model.encode(self._to_device(pixels[start : start + batch_size])))
+        return torch.cat(out).cpu()
 
     def encode(self, images: Any, *, do_resize: bool = True, batch_size: int = 64) -> list[int] | list[list[int]]:
         """Image(s) -> ids. One image gives ``list[int]`` of length ``tokens_per_image``; a list
@@ -267,9 +314,9 @@ class ImageTokenizer:
     def _decode_tensor(self, ids: torch.Tensor, output_type: str, batch_size: int = 64) -> Any:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        with torch.inference_mode():
-            pixels = torch.cat([self.model.decode(ids[s : s + batch_size].to(self.device)).float().cpu()
-                                for s in range(0, ids.shape[0], batch_size)])
+        with torch.inference_mode(), self._autocast():
+            pixels = torch.cat([self.model.decode(self._to_device(ids[s : s + batch_size])).float()
+                                for s in range(0, ids.shape[0], batch_size)]).cpu()
         if output_type == "pt":
             return pixels
         array = pixels.permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
@@ -319,8 +366,8 @@ class ImageTokenizer:
         ids = self._encode_tensor(images, do_resize, batch_size)
         chosen = None if layers is None else tuple(int(i) for i in layers)
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             for s in range(0, ids.shape[0], batch_size):
-                hidden = self.model.hidden_states(ids[s : s + batch_size].to(self.device), chosen)  # [b, N, H]
-                out.append(hidden.float().mean(dim=1).cpu())
-        return torch.cat(out)
+                hidden = self.model.hidden_states(self._to_device(ids[s : s + batch_size]), chosen)  # [b, N, H]
+                out.append(hidden.float().mean(dim=1))
+        return torch.cat(out).cpu()
