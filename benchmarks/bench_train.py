@@ -27,6 +27,8 @@ from lqae_tokenizer import ImageTokenizer, LQAEConfig
 
 TOKENIZER = Path(__file__).resolve().parent.parent / "tests" / "data" / "roberta-base-tokenizer"
 LM_SHAPES = {"paper": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+             # "demo": a RoBERTa of all-MiniLM-L6-v2's shape (the demo's real LM is not needed for speed).
+             "demo": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
              "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256)}
 
 
