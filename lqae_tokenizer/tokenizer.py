@@ -210,8 +210,13 @@ class ImageTokenizer:
         learned codebook's size for the VQ-VAE baseline)."""
         return int(self.model.codebook_table.shape[0])
 
+    @property
+    def has_text(self) -> bool:
+        """Whether ids are words of the language model (False for the VQ-VAE baseline's learned codes)."""
+        return self._config.quantizer != "learned"
+
     def _require_language_codebook(self, what: str) -> None:
-        if self._config.quantizer == "learned":
+        if not self.has_text:
             raise ValueError(
                 f"{what} needs ids that are words of the language model, but this tokenizer's codebook is "
                 f"learned (quantizer='learned', the VQ-VAE baseline): its ids are code numbers 0.."

@@ -132,3 +132,22 @@ def test_lqae_train_names_the_mask_ratio_fix(roberta_lm_dir, tmp_path):
     result = run_train(train_args(roberta_lm_dir, tmp_path / "run", "--quantizer", "learned", "--max_train_steps", "2"))
     assert result.returncode != 0
     assert "set mask_ratio=0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_gives_ids_only_for_a_learned_codebook(vq_tokenizer, tmp_path, capsys):
+    from PIL import Image
+
+    from lqae_tokenizer.cli.tokenize import main
+
+    vq_tokenizer.save_pretrained(tmp_path / "vq")
+    image = tmp_path / "x.png"
+    Image.fromarray(random_image(0)).save(image)
+    assert main([str(image), "--model", str(tmp_path / "vq")]) == 2
+    err = capsys.readouterr().err
+    assert "learned" in err and "use --format ids" in err
+    assert main([str(image), "--model", str(tmp_path / "vq"), "--format", "ids"]) == 0
+    assert [int(i) for i in capsys.readouterr().out.split()] == vq_tokenizer.encode(image)
+    out = tmp_path / "ids.jsonl"
+    assert main([str(image), "--model", str(tmp_path / "vq"), "--output", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["ids"] == vq_tokenizer.encode(image) and "text" not in record

@@ -1,7 +1,8 @@
 """``lqae-tokenize --output FILE.jsonl``: tokenize large collections, streaming and resumable.
 
 Folders are expanded recursively (by image suffix, sorted). Each image becomes one JSON line
-``{"path", "ids", "text"}`` appended to the output as soon as its batch is done; on a rerun the paths
+``{"path", "ids", "text"}`` (no ``text`` for a learned VQ-VAE codebook) appended to the output as soon
+as its batch is done; on a rerun the paths
 already in the file are skipped, and a last line cut by a crash is dropped first. Memory stays bounded
 by the batch size, whatever the collection's size.
 """
@@ -63,8 +64,11 @@ def tokenize_collection(tokenizer, inputs: Sequence[str], output: Path, batch_si
             failed += len(unreadable)
             if loaded:
                 ids = tokenizer.encode([t for _, t in loaded], batch_size=batch_size)
-                lines = [json.dumps({"path": p, "ids": row, "text": tokenizer.ids_to_text(row)}, ensure_ascii=False)
-                         for (p, _), row in zip(loaded, ids)]
+                records = [{"path": p, "ids": row} for (p, _), row in zip(loaded, ids)]
+                if tokenizer.has_text:
+                    for record in records:
+                        record["text"] = tokenizer.ids_to_text(record["ids"])
+                lines = [json.dumps(record, ensure_ascii=False) for record in records]
                 out.write("".join(line + "\n" for line in lines))
                 out.flush()
             bar.update(len(chunk))

@@ -99,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, OSError, ImportError) as err:
         print(f"lqae-tokenize: cannot load {args.model or 'the demo tokenizer'}: {err}", file=sys.stderr)
         return 2
+    if not tokenizer.has_text and args.output is None and args.format != "ids":
+        print(f"lqae-tokenize: --format {args.format} needs ids that are words, but {args.model}'s codebook is "
+              "learned (a VQ-VAE baseline); use --format ids", file=sys.stderr)
+        return 2
     if args.output is not None:
         from .collection import tokenize_collection
 
