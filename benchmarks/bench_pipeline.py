@@ -13,7 +13,7 @@ same process on the same synthetic pixels; the speed-up is their ratio.
 Weights are random with the real shapes (roberta-base under "paper"; a RoBERTa of MiniLM's shape
 under "demo"; the small RoBERTa under "tiny") next to roberta-base's real tokenizer; no download.
 Reported: images/s (median of --repeats timed calls after one warm-up), the median latency of a
-call, peak memory of a call (CUDA: max_memory_allocated; CPU: peak RSS growth, sampled every 2 ms),
+call, peak memory of the warm-up call (CUDA: max_memory_allocated; CPU: peak RSS growth, sampled every 2 ms),
 model FLOP utilisation against a matmul measured in the same run (bf16 on CUDA or with
 --precision bf16, else fp32). FLOPs per image: encode = encoder + search (2*N*K*H); decode = LM +
 decoder; features = encoder + search + LM; train = see bench_train.py.
@@ -77,8 +77,7 @@ class PeakMemory:
 
 
 def timed(fn, device: torch.device, repeats: int) -> tuple[float, float]:
-    """(median seconds per call over ``repeats`` after one warm-up, peak bytes of one call)."""
-    fn()
+    """(median seconds per call over ``repeats`` after one warm-up, peak bytes of the warm-up call)."""
     with PeakMemory(device) as memory:
         fn()
         sync(device)
