@@ -57,7 +57,8 @@ def flops_per_image(config: LQAEConfig, lm_width: int, lm_layers: int, lm_mlp: i
     decoder += 2 * n * config.decoder_width * 3 * p * p
     lm = transformer_flops(n, lm_width, lm_layers, lm_mlp / lm_width)
     search = 2 * n * vocab * lm_width
-    mlm = 2 * int(n * config.mask_ratio) * (lm_width**2 + lm_width * vocab)
+    # The MLM head runs on masked tokens only when its loss term is on.
+    mlm = 2 * int(n * config.mask_ratio) * (lm_width**2 + lm_width * vocab) if config.mlm_loss_weight > 0 else 0
     return 3 * (encoder + decoder) + 2 * lm + search + 3 * mlm
 
 
