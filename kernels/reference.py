@@ -196,14 +196,22 @@ def _rerank(
     within = val.to(torch.float64) >= (best - margin).unsqueeze(1)  # [n, k]
     complete = val.shape[1] == book.search_rows.shape[0]
     ambiguous = ~torch.isfinite(best) | (within[:, -1] & (not complete))
+    ids = pos[:, 0].clone()
+    # A row whose runner-up is outside the margin has a certain winner: every other code's exact
+    # score is below the best one's. Only rows with a second candidate within it need float64.
+    close = (within[:, 1:].any(dim=1) if within.shape[1] > 1 else torch.zeros_like(ambiguous)).nonzero().squeeze(1)
+    if close.numel() == 0:
+        return ids, ambiguous
+    pos_c, within_c = pos.index_select(0, close), within.index_select(0, close)
     # index_select, not rows[pos]: advanced indexing with a 2-D index is ~1000x slower on CPU.
-    candidates = book.rows.index_select(0, pos.reshape(-1)).view(*pos.shape, -1)  # [n, k, D]
-    dist = exact_distances(x, candidates, book.metric)  # [n, k]
-    dist = torch.where(within, dist, math.inf)
+    candidates = book.rows.index_select(0, pos_c.reshape(-1)).view(*pos_c.shape, -1)  # [m, k, D]
+    dist = exact_distances(x.index_select(0, close), candidates, book.metric)  # [m, k]
+    dist = torch.where(within_c, dist, math.inf)
     min_dist = dist.min(dim=1, keepdim=True).values
     # Among exact float64 ties the lowest codebook position wins (torch.argmin's rule).
-    tied_pos = torch.where(dist == min_dist, pos, torch.iinfo(torch.long).max)
-    return tied_pos.min(dim=1).values, ambiguous
+    tied_pos = torch.where(dist == min_dist, pos_c, torch.iinfo(torch.long).max)
+    ids[close] = tied_pos.min(dim=1).values
+    return ids, ambiguous
 
 
 def unit_roundoff_for(device: torch.device) -> float:
