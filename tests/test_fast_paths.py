@@ -140,3 +140,15 @@ def test_cuda_default_is_bf16_autocast_with_exact_ids(word_tokenizer, tmp_path):
         exact = plain.encode(pixels.cuda()).cpu()
     assert torch.equal(tok(pixels, return_tensors="pt")["input_ids"], exact)
     assert np.isfinite(tok.batch_decode(ids, output_type="np")).all()
+
+
+def test_encode_never_runs_the_language_model(word_tokenizer):
+    calls = []
+    handle = word_tokenizer.model.language_model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        word_tokenizer.encode([random_image(s) for s in range(3)])
+        assert calls == []
+        word_tokenizer.features(random_image(0))
+        assert calls  # the hook itself works: features do run the LM
+    finally:
+        handle.remove()
