@@ -146,9 +146,16 @@ def _scaled_to_unit(array: np.ndarray, kind: str) -> np.ndarray:
 
 def _tensor_to_chw(tensor: torch.Tensor) -> torch.Tensor:
     """torch image ``[C, H, W]`` -> float32 ``[3, H, W]`` in [0, 1], on the tensor's device."""
-    if tensor.device.type != "meta" and tensor.dim() == 3:
-        return tensor_batch_to_rgb(tensor.unsqueeze(0))[0]
-    return tensor_batch_to_rgb(tensor)  # raises the error that fits
+    if tensor.device.type != "meta" and (tensor.dim() != 3 or tensor.shape[0] not in (1, 3, 4)):
+        raise _channels_error(tensor)
+    return tensor_batch_to_rgb(tensor.unsqueeze(0))[0]
+
+
+def _channels_error(tensor: torch.Tensor) -> ValueError:
+    return ValueError(
+        f"torch images must be CxHxW or BxCxHxW with C in (1, 3, 4), got shape {list(tensor.shape)}; "
+        "for HxWxC data use tensor.permute(2, 0, 1)"
+    )
 
 
 def tensor_batch_to_rgb(tensor: torch.Tensor) -> torch.Tensor:
@@ -158,10 +165,7 @@ def tensor_batch_to_rgb(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.device.type == "meta":
         raise ValueError("torch image is a meta tensor (a shape without data); pass a tensor with pixel values")
     if tensor.dim() != 4 or tensor.shape[1] not in (1, 3, 4):
-        raise ValueError(
-            f"torch images must be CxHxW or BxCxHxW with C in (1, 3, 4), got shape {list(tensor.shape)}; "
-            "for HxWxC data use tensor.permute(2, 0, 1)"
-        )
+        raise _channels_error(tensor)
     if tensor.shape[2] == 0 or tensor.shape[3] == 0:
         raise ValueError(f"torch image is empty (shape {list(tensor.shape[1:])})")
     if tensor.dtype == torch.uint8:

@@ -152,3 +152,10 @@ def test_encode_never_runs_the_language_model(word_tokenizer):
         assert calls  # the hook itself works: features do run the LM
     finally:
         handle.remove()
+
+
+def test_a_single_image_entry_point_refuses_a_batch():
+    from lqae_tokenizer.images import to_tensor
+
+    with pytest.raises(ValueError, match="CxHxW or BxCxHxW"):
+        to_tensor(image_batch(2))
