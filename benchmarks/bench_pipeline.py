@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from bench_train import LM_SHAPES, flops_per_image, make_lm, matmul_peak, sync, transformer_flops
+from bench_train import LM_SHAPES, component_flops, flops_per_image, make_lm, matmul_peak, sync
 from lqae_tokenizer import ImageTokenizer, LQAEConfig
 from lqae_tokenizer.straightforward import straightforward_model
 
@@ -92,15 +92,13 @@ def timed(fn, device: torch.device, repeats: int) -> tuple[float, float]:
 
 
 def task_flops(task: str, tok: ImageTokenizer, shapes: dict) -> float:
-    c = tok.config
-    n, h = c.tokens_per_image, shapes["hidden_size"]
-    encoder = transformer_flops(n, c.encoder_width, c.encoder_depth, c.mlp_ratio) + 2 * n * 3 * c.patch_size**2 * c.encoder_width
-    decoder = transformer_flops(n, c.decoder_width, c.decoder_depth, c.mlp_ratio) + 2 * n * c.decoder_width * 3 * c.patch_size**2
-    lm = transformer_flops(n, h, shapes["num_hidden_layers"], shapes["intermediate_size"] / h)
-    search = 2 * n * tok.model.codebook_size * h
+    args = (tok.config, shapes["hidden_size"], shapes["num_hidden_layers"], shapes["intermediate_size"],
+            tok.model.codebook_size)
     if task == "train":
-        return flops_per_image(c, h, shapes["num_hidden_layers"], shapes["intermediate_size"], tok.model.codebook_size)
-    return {"encode": encoder + search, "decode": lm + decoder, "features": encoder + search + lm}[task]
+        return flops_per_image(*args)
+    f = component_flops(*args)
+    return {"encode": f["encoder"] + f["search"], "decode": f["lm"] + f["decoder"],
+            "features": f["encoder"] + f["search"] + f["lm"]}[task]
 
 
 def calls(task: str, tok: ImageTokenizer, plain, pixels: torch.Tensor, autocast_dtype):

@@ -49,7 +49,8 @@ def transformer_flops(tokens: int, width: int, layers: int, mlp_ratio: float = 4
     return layers * per_layer
 
 
-def flops_per_image(config: LQAEConfig, lm_width: int, lm_layers: int, lm_mlp: int, vocab: int) -> float:
+def component_flops(config: LQAEConfig, lm_width: int, lm_layers: int, lm_mlp: int, vocab: int) -> dict[str, float]:
+    """Forward FLOPs per image of each part: encoder, decoder, lm, search (``vocab`` rows), mlm head."""
     n, p = config.tokens_per_image, config.patch_size
     encoder = transformer_flops(n, config.encoder_width, config.encoder_depth, config.mlp_ratio)
     encoder += 2 * n * 3 * p * p * config.encoder_width
@@ -59,7 +60,13 @@ def flops_per_image(config: LQAEConfig, lm_width: int, lm_layers: int, lm_mlp: i
     search = 2 * n * vocab * lm_width
     # The MLM head runs on masked tokens only when its loss term is on.
     mlm = 2 * int(n * config.mask_ratio) * (lm_width**2 + lm_width * vocab) if config.mlm_loss_weight > 0 else 0
-    return 3 * (encoder + decoder) + 2 * lm + search + 3 * mlm
+    return {"encoder": encoder, "decoder": decoder, "lm": lm, "search": search, "mlm": mlm}
+
+
+def flops_per_image(config: LQAEConfig, lm_width: int, lm_layers: int, lm_mlp: int, vocab: int) -> float:
+    """One training step's FLOPs per image (forward + backward)."""
+    f = component_flops(config, lm_width, lm_layers, lm_mlp, vocab)
+    return 3 * (f["encoder"] + f["decoder"]) + 2 * f["lm"] + f["search"] + 3 * f["mlm"]
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
