@@ -76,3 +76,25 @@ def test_full_disk_during_checkpoint_is_an_error_not_a_save(roberta_lm_dir, tmp_
     assert checkpoints.steps_present(run) == []
     assert not [p for p in run.iterdir() if p.name.startswith(".tmp-")]
     assert not (run / "final").exists()
+
+
+def test_kill_while_pruning_never_leaves_a_half_deleted_checkpoint(tmp_path, monkeypatch):
+    # Regression (seen once in CI's 20-kill test): keep-last-K deleted old checkpoints in place, so a
+    # kill in the middle left a folder still named checkpoint-N with files missing.
+    for step in (3, 6, 9):
+        checkpoints.save(tmp_path, step, {"model.safetensors": b"w" * 100, "scheduler.pt": b"s" * 10}, {})
+    real_rmtree = checkpoints.shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):
+        (path / "scheduler.pt").unlink()  # part of the folder is gone when the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.prune(tmp_path, keep=2)
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", real_rmtree)
+    assert checkpoints.steps_present(tmp_path) == [6, 9]
+    for step in checkpoints.steps_present(tmp_path):
+        checkpoints.read_verified(tmp_path / f"checkpoint-{step}")
+    checkpoints.prune(tmp_path, keep=2)  # the next prune clears the leftover
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-6", "checkpoint-9"]

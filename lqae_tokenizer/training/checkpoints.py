@@ -63,9 +63,7 @@ def save(output_dir: Path, step: int, files: dict[str, bytes], state: dict[str, 
         _write_file(tmp / STATE_NAME, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode())
         _fsync_dir(tmp)
         if final.exists():  # re-saving a step (e.g. after a resume): move the old one aside first
-            old = output_dir / f".old-{PREFIX}{step}-{os.getpid()}"
-            os.replace(final, old)
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(final)
         os.replace(tmp, final)
         _fsync_dir(output_dir)
     except BaseException:
@@ -121,4 +119,14 @@ def prune(output_dir: Path, keep: int | None) -> None:
     if keep is None:
         return
     for step in steps_present(output_dir)[:-keep]:
-        shutil.rmtree(output_dir / f"{PREFIX}{step}", ignore_errors=True)
+        _discard(output_dir / f"{PREFIX}{step}")
+    for leftover in output_dir.glob(f".old-{PREFIX}*"):  # from a process killed while deleting
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _discard(path: Path) -> None:
+    """Delete a checkpoint folder so that no half-deleted folder ever keeps a checkpoint's name:
+    rename it aside (atomic) first, then delete. A kill during the delete leaves only a dot-folder."""
+    aside = path.parent / f".old-{path.name}-{os.getpid()}"
+    os.replace(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
