@@ -1,6 +1,8 @@
 """Fused distance + running top-2 over the codebook, in Triton.
 
-One program owns ``BLOCK_M`` query rows and one contiguous slice of the codebook (a "split"). It
+Inputs are contiguous (the launcher's caller lays them out; ``kernels/kernel_layout.py``), so the
+row stride is ``D`` and every offset is int64. One program owns ``BLOCK_M`` query rows and one
+contiguous slice of the codebook (a "split"). It
 walks its slice in ``BLOCK_N`` tiles, computes the fp32 scores of the tile with ``tl.dot`` (bf16/fp16
 on tensor cores with fp32 accumulation; fp32 via TF32 or IEEE), applies the metric's epilogue, and
 keeps per row the best score, its id (strict ``>`` while walking in id order keeps the lowest id), and
@@ -60,10 +62,8 @@ def _update_top2(score, cols, best, best_id, second):
 def nearest_code_kernel(
     # pointers
     x_ptr, c_ptr, aux_ptr, best_ptr, best_id_ptr, second_ptr,
-    # sizes
-    N, V, D, n_bucket,
-    # strides (elements)
-    stride_xn, stride_xd, stride_cv, stride_cd,
+    # sizes (D is also the row stride of x and c: both are contiguous)
+    N, V, D, N_BUCKET,
     # compile-time
     METRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -77,7 +77,7 @@ def nearest_code_kernel(
 
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < N
-    rows64 = rows.to(tl.int64)  # int64 offsets: N x D and V x D may pass 2**31 elements
+    row_offsets = rows.to(tl.int64) * D  # int64: N x D and V x D may pass 2**31 elements
     offs_k = tl.arange(0, BLOCK_K)
     best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     second = tl.full((BLOCK_M,), float("-inf"), tl.float32)
@@ -87,13 +87,14 @@ def nearest_code_kernel(
         cols = v0 + tl.arange(0, BLOCK_N)
         col_ok = cols < v_end
         cols64 = cols.to(tl.int64)
+        col_offsets = cols64 * D
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, D, BLOCK_K):
             k = k0 + offs_k
             k_ok = k < D
-            a = tl.load(x_ptr + rows64[:, None] * stride_xn + k[None, :] * stride_xd,
+            a = tl.load(x_ptr + row_offsets[:, None] + k[None, :],
                         mask=row_ok[:, None] & k_ok[None, :], other=0.0)  # [BM, BK]
-            b = tl.load(c_ptr + cols64[None, :] * stride_cv + k[:, None] * stride_cd,
+            b = tl.load(c_ptr + col_offsets[None, :] + k[:, None],
                         mask=col_ok[None, :] & k_ok[:, None], other=0.0)  # [BK, BN]
             if UPCAST:  # the CPU interpreter's dot misreads bf16; bf16 products are exact in fp32 anyway
                 a = a.to(tl.float32)
@@ -102,36 +103,52 @@ def nearest_code_kernel(
         score = _epilogue(acc, aux_ptr, cols64, col_ok, METRIC)
         best, best_id, second = _update_top2(score, cols, best, best_id, second)
 
-    out = pid_s.to(tl.int64) * N + rows64
+    out = pid_s.to(tl.int64) * N + rows
     tl.store(best_ptr + out, best, mask=row_ok)
     tl.store(best_id_ptr + out, best_id, mask=row_ok)
     tl.store(second_ptr + out, second, mask=row_ok)
 
 
-# Seeds for autotuning on H100/H200-class GPUs (128x128x64, 8 warps, 4 stages is the known-good
-# fused GEMM+reduction shape for D=768), plus narrower tiles for few rows or many splits.
-AUTOTUNE_CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=4),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
-]
-MIN_BLOCK_M = min(c.kwargs["BLOCK_M"] for c in AUTOTUNE_CONFIGS)
+def _configs(block_k: int, wide_stages: int) -> list:
+    """Autotune seeds: 128x128 tiles, 8 warps (the known-good fused GEMM + reduction shape for
+    D = 768 on H100/H200), wider tiles, and narrower ones for few rows or many splits. ``block_k``
+    and the stages keep each config's pipelined tiles within sm_80's 163 KiB of shared memory
+    (checked by tests/test_kernel_compile.py for sm_80 and sm_90)."""
+    c = triton.Config
+    return [
+        c({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": block_k}, num_warps=8, num_stages=4),
+        c({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": block_k}, num_warps=8, num_stages=wide_stages),
+        c({"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": block_k}, num_warps=8, num_stages=wide_stages),
+        c({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": block_k}, num_warps=4, num_stages=4),
+        c({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": block_k}, num_warps=4, num_stages=4),
+        c({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": block_k}, num_warps=4, num_stages=3),
+    ]
 
-nearest_code_kernel_autotuned = triton.autotune(
-    configs=AUTOTUNE_CONFIGS, key=["n_bucket", "V", "D", "METRIC", "INPUT_PRECISION"],
-)(nearest_code_kernel)
+
+# 2-byte inputs take 64-deep K tiles; fp32 inputs (twice the bytes) take 32-deep ones.
+AUTOTUNE_CONFIGS = {2: _configs(64, 3), 4: _configs(32, 3)}
+MIN_BLOCK_M = min(c.kwargs["BLOCK_M"] for configs in AUTOTUNE_CONFIGS.values() for c in configs)
+_AUTOTUNED = {
+    size: triton.autotune(configs=configs, key=["N_BUCKET", "V", "D", "METRIC", "INPUT_PRECISION"])(nearest_code_kernel)
+    for size, configs in AUTOTUNE_CONFIGS.items()
+}
 
 
-def default_num_splits(n: int, v: int, device) -> int:
-    """Codebook splits so that one image (few row tiles) still fills every multiprocessor."""
+def n_bucket(n: int) -> int:
+    """Autotune key for the batch: one image (<= 512 rows), a batch (<= 16,384), or large."""
+    return 0 if n <= 512 else 1 if n <= 16384 else 2
+
+
+def num_multiprocessors(device) -> int:
     import torch
 
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    row_tiles = triton.cdiv(n, 128)
-    return max(1, min(triton.cdiv(v, 128), triton.cdiv(2 * sms, row_tiles)))
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+def default_num_splits(n: int, v: int, block_m: int, multiprocessors: int) -> int:
+    """Codebook splits so that one image (few row tiles of ``block_m``) still fills the GPU."""
+    row_tiles = triton.cdiv(max(n, 1), block_m)
+    return max(1, min(triton.cdiv(v, 128), triton.cdiv(2 * multiprocessors, row_tiles)))
 
 
 def launch(x, rows, aux, metric: str, input_precision: str, *, num_splits: int | None = None,
@@ -139,33 +156,39 @@ def launch(x, rows, aux, metric: str, input_precision: str, *, num_splits: int |
     """Run the kernel; returns per-split partials ``(best [S, N] f32, best_id [S, N] i32, second [S, N] f32)``.
 
     Args:
-        x: ``[N, D]`` queries, same dtype as ``rows`` (any strides).
-        rows: ``[V, D]`` codebook rows. aux: ``[V]`` fp32 (cosine: 1/|c|; l2: |c|^2; dot: unused).
+        x: ``[N, D]`` contiguous queries, same dtype as ``rows``.
+        rows: ``[V, D]`` contiguous codebook rows. aux: ``[V]`` fp32 (cosine: 1/|c|; l2: |c|^2; dot: unused).
         input_precision: "tf32" | "ieee" for fp32 inputs (ignored by bf16/fp16 tensor-core dots).
+        num_splits: fixed codebook splits (default: enough to fill the GPU for the chosen BLOCK_M).
         blocks: fixed ``(BLOCK_M, BLOCK_N, BLOCK_K)`` instead of autotuning (always fixed in the
             CPU interpreter).
+
+    Splits the kernel did not use (autotuning picked a wider BLOCK_M) stay at -inf and merge away.
     """
     import torch
 
+    if not (x.is_contiguous() and rows.is_contiguous()) or x.dtype != rows.dtype:
+        raise ValueError(f"launch needs contiguous x and rows of one dtype, got {x.dtype} and {rows.dtype}")
     n, d = x.shape
     v = rows.shape[0]
     if blocks is None and INTERPRETED:
         blocks = (16, 32, 16)  # the interpreter has no device to autotune on; small tiles keep it quick
-    splits = num_splits or default_num_splits(n, v, x.device)
-    best = torch.empty((splits, n), dtype=torch.float32, device=x.device)
-    best_id = torch.empty((splits, n), dtype=torch.int32, device=x.device)
-    second = torch.empty((splits, n), dtype=torch.float32, device=x.device)
-    args = (x, rows, aux, best, best_id, second, n, v, d, triton.next_power_of_2(max(n, 1)),
-            x.stride(0), x.stride(1), rows.stride(0), rows.stride(1))
+    sms = num_multiprocessors(x.device)
+    split_for = lambda block_m: num_splits or default_num_splits(n, v, block_m, sms)  # noqa: E731
+    most = split_for(blocks[0] if blocks else MIN_BLOCK_M)
+    best = torch.full((most, n), float("-inf"), dtype=torch.float32, device=x.device)
+    best_id = torch.full((most, n), INT32_MAX, dtype=torch.int32, device=x.device)
+    second = torch.full((most, n), float("-inf"), dtype=torch.float32, device=x.device)
+    args = (x, rows, aux, best, best_id, second, n, v, d, n_bucket(n))
     interpreting = os.environ.get("TRITON_INTERPRET") == "1"
     common = dict(METRIC=METRIC_IDS[metric], INPUT_PRECISION="ieee" if interpreting else input_precision,
                   UPCAST=interpreting and x.dtype == torch.bfloat16)
     if blocks is None:
-        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), splits)  # noqa: E731
-        nearest_code_kernel_autotuned[grid](*args, **common)
+        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), split_for(meta["BLOCK_M"]))  # noqa: E731
+        _AUTOTUNED[x.element_size()][grid](*args, **common)
     else:
         bm, bn, bk = blocks
-        nearest_code_kernel[(triton.cdiv(n, bm), splits)](*args, **common, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+        nearest_code_kernel[(triton.cdiv(n, bm), most)](*args, **common, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
     return best, best_id, second
 
 

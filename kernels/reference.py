@@ -1,14 +1,27 @@
-"""Plain-PyTorch exact nearest-codebook search: the CPU path and the test oracle.
+"""Plain-PyTorch exact nearest-codebook search: the CPU path and the fallback of every backend.
 
 The contract every backend meets: for each row ``x[i]`` the returned id is the argmin over the
 (allowed) codebook rows of the distance computed in float64 by :func:`exact_distances`, ties going
-to the lowest id. The fast path here runs one fp32 matmul pass over the codebook in chunks, keeps
-the top ``CANDIDATES`` scores per row, and re-ranks in float64 every candidate whose fp32 score lies
-within a proven rounding bound of the best. A row whose candidate list could be incomplete (more
-near-ties than it holds, or a non-finite fp32 score) is settled by a float64 scan: rare, and exact.
+to the lowest id.
 
-Memory: the fp32 score tile is ``rows_per_chunk x codes_per_chunk`` (bounded by ``memory_budget``);
-everything else is O(N). The N x V distance matrix is never materialised.
+How, without an N x V float64 matrix:
+
+1. Layouts. Each metric becomes "largest ``q . r_j``" over a query layout ``q`` and a row layout
+   ``r`` whose ranking equals the float64 one: cosine ``q = x * 2^-e`` (any positive scale) and
+   ``r_j = c_j / |c_j|``; dot ``q = x * 2^-e`` and ``r_j = c_j * 2^-k``; l2 ``q = [x * 2^-k, 1]``,
+   ``r_j = [c_j * 2^-k, -|c_j * 2^-k|^2 / 2]`` (``|x - c|^2 = |x|^2 - 2 q . r``). Powers of two keep
+   every row's largest entry in [1, 2), so no fp32 or bf16 pass overflows or underflows.
+2. Filter. One matmul pass over the codebook in the filter dtype (bf16 on CPUs with bf16 hardware:
+   ~8x faster than fp32 there; fp32 elsewhere, under whatever global precision settings are in
+   force) keeps the top :data:`CANDIDATES` scores per row.
+3. Re-rank. Every candidate whose score lies within the proven bound of ``kernels/bounds.py`` of the
+   best is re-scored with :func:`exact_distances`; the exact winner is among them.
+4. Cascade. A row whose bound cannot be met by its candidates (more near-ties than candidates, or a
+   row whose magnitudes could overflow) goes through a float64 matmul filter, and the few rows that
+   still have more exact ties than candidates through a float64 scan. Rare, and exact.
+
+Memory: one score tile of ``rows_per_chunk x codes_per_chunk`` (bounded by ``memory_budget``),
+everything else O(N); the float64 stage converts the codebook chunk by chunk.
 """
 
 from __future__ import annotations
@@ -18,13 +31,14 @@ from dataclasses import dataclass
 
 import torch
 
+from . import bounds
+
 METRICS = ("cosine", "l2", "dot")
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-CANDIDATES = 8
-DEFAULT_MEMORY_BUDGET = 64 * 2**20  # bytes of fp32 score tile
-_FP32_UNIT_ROUNDOFF = 2.0**-24
-_TF32_UNIT_ROUNDOFF = 2.0**-11
-_FP32_TINY = 2.0**-126  # absolute slack for subnormal rounding per product
+CANDIDATES = 16
+FLOAT64_CANDIDATES = 64
+DEFAULT_MEMORY_BUDGET = 64 * 2**20  # bytes of score tile
+PREPARE_ROWS = 4096  # codebook rows converted to float64 at a time
 
 
 def exact_distances(x: torch.Tensor, rows: torch.Tensor, metric: str) -> torch.Tensor:
@@ -61,7 +75,7 @@ def _unit_rows(v: torch.Tensor) -> torch.Tensor:
 def float64_scan(
     x: torch.Tensor, codebook: torch.Tensor, metric: str, *, codes_per_chunk: int = 2048
 ) -> torch.Tensor:
-    """Exact argmin by scanning the whole codebook in float64 (the oracle; also the slow fallback).
+    """Exact argmin by scanning the whole codebook in float64 (the slowest, last-resort stage).
 
     Args:
         x: ``[N, D]`` queries. codebook: ``[V, D]`` rows. metric: one of :data:`METRICS`.
@@ -83,152 +97,197 @@ def float64_scan(
     return best_id
 
 
+# -- layouts ---------------------------------------------------------------------------------------
+def table_exponent(rows: torch.Tensor, metric: str) -> int:
+    """``k`` with the table's largest entry times ``2^-k`` in [1, 2) (dot and l2; 0 for cosine)."""
+    if metric == "cosine" or rows.numel() == 0:
+        return 0
+    amax = float(rows.detach().abs().amax())
+    return math.frexp(amax)[1] - 1 if amax > 0 else 0
+
+
+def row_layout(rows: torch.Tensor, metric: str, exponent: int) -> torch.Tensor:
+    """float64 row layout ``[V, K]`` of ``rows`` ``[V, D]`` (module docstring, step 1)."""
+    r64 = rows.detach().to(torch.float64)
+    if metric == "cosine":
+        return _unit_rows(r64)
+    r64 = torch.ldexp(r64, torch.tensor(-exponent, dtype=torch.float64, device=r64.device))
+    if metric == "dot":
+        return r64
+    return torch.cat([r64, -0.5 * (r64 * r64).sum(1, keepdim=True)], dim=1)
+
+
+def query_layout(x: torch.Tensor, metric: str, exponent: int) -> torch.Tensor:
+    """float64 query layout ``[N, K]`` of ``x`` ``[N, D]`` (module docstring, step 1)."""
+    x64 = x.detach().to(torch.float64)
+    if metric == "l2":
+        scaled = torch.ldexp(x64, torch.tensor(-exponent, dtype=torch.float64, device=x64.device))
+        return torch.cat([scaled, torch.ones_like(scaled[:, :1])], dim=1)
+    amax = x64.abs().amax(dim=1, keepdim=True)
+    _, e = torch.frexp(torch.where(amax > 0, amax, 1.0))
+    return torch.ldexp(x64, (1 - e).to(torch.float64))  # exact: a power of two per row
+
+
 @dataclass
 class PreparedCodebook:
-    """A codebook laid out once for repeated fp32 search (see :func:`prepare_codebook`).
+    """A codebook laid out once for repeated search (see :func:`prepare_codebook`).
 
     Attributes:
-        rows: ``[V, D]`` the original rows (dtype as given), used for the float64 re-rank.
-        search_rows: ``[V, D]`` fp32 rows the matmul pass uses (unit rows for cosine).
-        squared_norms: ``[V]`` fp32 ``|c|^2`` (l2 only, else ``None``).
-        max_norm: largest float64 row norm of ``search_rows`` (enters the rounding bound).
-        metric: the metric the layout is for.
+        rows: ``[V, D]`` the original rows (dtype as given), used for the exact re-rank.
+        metric: the metric the layout is for. exponent: ``k`` of the dot/l2 layouts.
+        filter_rows: ``[V, K]`` the row layout in the filter dtype (K = D, or D + 1 for l2).
+        row_norm: largest norm of a filter row. row_error: largest norm of (filter row - exact row).
     """
 
     rows: torch.Tensor
-    search_rows: torch.Tensor
-    squared_norms: torch.Tensor | None
-    max_norm: float
     metric: str
+    exponent: int
+    filter_rows: torch.Tensor
+    row_norm: float
+    row_error: float
+
+    @property
+    def filter_dtype(self) -> torch.dtype:
+        return self.filter_rows.dtype
 
 
-def prepare_codebook(codebook: torch.Tensor, metric: str) -> PreparedCodebook:
-    """Precompute the fp32 search layout of ``codebook`` ``[V, D]`` for ``metric``."""
-    rows64 = codebook.detach().to(torch.float64)
-    norms64 = torch.linalg.vector_norm(rows64, dim=1)
-    squared = None
-    if metric == "cosine":
-        # Normalise in float64 then round once: the fp32 unit rows carry a relative error <= u.
-        search = _unit_rows(rows64).to(torch.float32)
-        max_norm = 1.0
-    else:
-        search = codebook.detach().to(torch.float32)
-        max_norm = float(norms64.max()) if norms64.numel() else 0.0
-        if metric == "l2":
-            squared = (norms64**2).to(torch.float32)
-    return PreparedCodebook(codebook.detach(), search.contiguous(), squared, max_norm, metric)
+def default_filter_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CPUs whose bf16 matmul is fast and checked (:mod:`bounds`); fp32 elsewhere.
 
-
-def _query_layout(x: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 queries for the matmul pass and their float64 norms ``[N]`` (after any rescaling).
-
-    cosine: unit rows (normalised in float64). dot: each row scaled by a power of two so that its
-    largest entry is in [1, 2): exact, argmax-preserving, and immune to fp32 overflow/underflow.
-    l2: unchanged (a per-row scale would change the ranking).
+    CUDA keeps fp32: cuBLAS may reduce bf16 products in reduced precision
+    (``allow_bf16_reduced_precision_reduction``), which no fixed bound covers.
     """
-    x64 = x.to(torch.float64)
-    if metric == "cosine":
-        unit = _unit_rows(x64)
-        return unit.to(torch.float32), torch.linalg.vector_norm(unit, dim=1)
-    if metric == "dot":
-        amax = x64.abs().amax(dim=1, keepdim=True)
-        _, exponent = torch.frexp(torch.where(amax > 0, amax, 1.0))
-        x64 = torch.ldexp(x64, 1 - exponent)
-    return x64.to(torch.float32), torch.linalg.vector_norm(x64, dim=1)
+    if device.type == "cpu" and bounds.cpu_bf16_matmul_is_exact_enough():
+        return torch.bfloat16
+    return torch.float32
 
 
-def _rounding_margin(
-    query_norms: torch.Tensor, book: PreparedCodebook, unit_roundoff: float
-) -> torch.Tensor:
-    """Twice a bound on |fp32 score - exact score| per row ``[N]`` (float64).
+def prepare_codebook(codebook: torch.Tensor, metric: str, filter_dtype: torch.dtype | None = None) -> PreparedCodebook:
+    """Lay out ``codebook`` ``[V, D]`` for ``metric``, a few thousand rows at a time (no float64 copy
+    of the whole table). ``filter_dtype``: ``torch.bfloat16`` or ``torch.float32`` (default: by device)."""
+    rows = codebook.detach()
+    dtype = filter_dtype or default_filter_dtype(rows.device)
+    exponent = table_exponent(rows, metric)
+    parts, row_norm, row_error = [], 0.0, 0.0
+    for r0 in range(0, rows.shape[0], PREPARE_ROWS):
+        exact = row_layout(rows[r0 : r0 + PREPARE_ROWS], metric, exponent)
+        fed = exact.to(dtype)
+        wide = fed.to(torch.float64)
+        row_norm = max(row_norm, float(torch.linalg.vector_norm(wide, dim=1).max()))
+        row_error = max(row_error, float(torch.linalg.vector_norm(wide - exact, dim=1).max()))
+        parts.append(fed)
+    filter_rows = torch.cat(parts).contiguous() if parts else rows.new_empty((0, rows.shape[1]), dtype=dtype)
+    return PreparedCodebook(rows, metric, exponent, filter_rows, row_norm, row_error)
 
-    With gamma = k*u/(1-k*u) for a k-term fp32 dot product (Higham, Accuracy and Stability of
-    Numerical Algorithms, 3.1), |fl(x.c) - x.c| <= gamma |x||c|. Inputs rounded to fp32 add a few u
-    more; cosine rows are unit so their bound is a constant. Two scores, each off by at most the
-    bound, can swap order only when they are within twice it.
+
+def filter_arithmetic(book: PreparedCodebook, device: torch.device) -> bounds.MatmulArithmetic:
+    """How the filter matmul rounds on ``device`` with the settings in force now."""
+    if book.filter_dtype == torch.bfloat16:
+        return bounds.BF16_MATMUL_BF16_OUT
+    return bounds.fp32_matmul_arithmetic(device)
+
+
+# -- the search ------------------------------------------------------------------------------------
+def chunk_sizes(n: int, v: int, memory_budget: int, element_bytes: int = 4) -> tuple[int, int]:
+    """Rows and codes per score tile so that the tile fits ``memory_budget`` bytes."""
+    codes = min(v, 16384)
+    rows = max(1, min(n, memory_budget // (element_bytes * max(codes, 1))))
+    if rows < 64 and v > 1:  # keep the matmul reasonably shaped when the budget is tight
+        codes = max(1, min(v, memory_budget // (element_bytes * 64)))
+        rows = max(1, min(n, memory_budget // (element_bytes * codes)))
+    return rows, codes
+
+
+def _top_candidates(q: torch.Tensor, table: torch.Tensor, k: int, codes_per_chunk: int,
+                    rows_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running top-``k`` scores ``q . r_j`` (as float32/float64) and positions over all chunks.
+
+    ``table`` is the row layout, or the raw rows when ``rows_fn`` lays out each chunk on the fly.
     """
-    d = book.search_rows.shape[1] + 4
-    gamma = d * unit_roundoff / (1 - d * unit_roundoff)
-    cmax = book.max_norm
-    subnormal_slack = d * _FP32_TINY
-    if book.metric == "cosine":
-        bound = (gamma + 4 * unit_roundoff) * torch.ones_like(query_norms)
-    elif book.metric == "dot":
-        bound = (gamma + 2 * unit_roundoff) * query_norms * cmax
-    else:  # score = 2 x.c - |c|^2
-        bound = 2 * gamma * query_norms * cmax + 2 * unit_roundoff * cmax**2
-    return 2 * (bound * 1.01 + subnormal_slack)
-
-
-def _scores(xq: torch.Tensor, book: PreparedCodebook, c0: int, c1: int) -> torch.Tensor:
-    """fp32 scores ``[n, c1 - c0]``, larger is nearer."""
-    tile = book.search_rows[c0:c1]
-    if book.metric == "l2":
-        return torch.addmm(book.squared_norms[c0:c1].neg(), xq, tile.t(), alpha=2.0)
-    return xq @ tile.t()
-
-
-def _top_candidates(
-    xq: torch.Tensor, book: PreparedCodebook, codes_per_chunk: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running top-``CANDIDATES`` fp32 scores and positions over all codebook chunks."""
-    n, v = xq.shape[0], book.search_rows.shape[0]
-    k = min(CANDIDATES, v)
-    best_val = torch.full((n, 0), -math.inf, dtype=torch.float32, device=xq.device)
-    best_pos = torch.zeros((n, 0), dtype=torch.long, device=xq.device)
+    n, v = q.shape[0], table.shape[0]
+    k = min(k, v)
+    wide = torch.float64 if q.dtype == torch.float64 else torch.float32
+    best_val = torch.full((n, 0), -math.inf, dtype=wide, device=q.device)
+    best_pos = torch.zeros((n, 0), dtype=torch.long, device=q.device)
     for c0 in range(0, v, codes_per_chunk):
         c1 = min(v, c0 + codes_per_chunk)
-        scores = _scores(xq, book, c0, c1)
+        tile = table[c0:c1] if rows_fn is None else rows_fn(table[c0:c1])
+        scores = q @ tile.t()  # [n, c1 - c0]
         val, pos = scores.topk(min(k, c1 - c0), dim=1)
-        best_val, order = torch.cat([best_val, val], 1).topk(min(k, best_val.shape[1] + val.shape[1]), dim=1)
+        best_val, order = torch.cat([best_val, val.to(wide)], 1).topk(min(k, best_val.shape[1] + val.shape[1]), dim=1)
         best_pos = torch.cat([best_pos, pos + c0], 1).gather(1, order)
     return best_val, best_pos
 
 
 def _rerank(
-    x: torch.Tensor, book: PreparedCodebook, val: torch.Tensor, pos: torch.Tensor, margin: torch.Tensor
+    x: torch.Tensor, rows: torch.Tensor, metric: str, val: torch.Tensor, pos: torch.Tensor, margin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float64 winner among the candidates within ``margin`` of the best fp32 score.
+    """Float64 winner among the candidates within ``margin`` of the best score.
 
-    Returns ``(ids [n], ambiguous [n] bool)``; an ambiguous row needs the full float64 scan.
+    Returns ``(ids [n], unresolved [n] bool)``; an unresolved row may have winners outside its
+    candidate list and needs the next stage.
     """
     best = val[:, 0].to(torch.float64)
     within = val.to(torch.float64) >= (best - margin).unsqueeze(1)  # [n, k]
-    complete = val.shape[1] == book.search_rows.shape[0]
-    ambiguous = ~torch.isfinite(best) | (within[:, -1] & (not complete))
+    complete = val.shape[1] == rows.shape[0]
+    unresolved = ~torch.isfinite(best) | (within[:, -1] & (not complete))
     ids = pos[:, 0].clone()
-    # A row whose runner-up is outside the margin has a certain winner: every other code's exact
-    # score is below the best one's. Only rows with a second candidate within it need float64.
-    close = (within[:, 1:].any(dim=1) if within.shape[1] > 1 else torch.zeros_like(ambiguous)).nonzero().squeeze(1)
+    # A row whose runner-up is outside the margin has a certain winner.
+    close = (within[:, 1:].any(dim=1) & ~unresolved if within.shape[1] > 1 else torch.zeros_like(unresolved))
+    close = close.nonzero().squeeze(1)
     if close.numel() == 0:
-        return ids, ambiguous
+        return ids, unresolved
     pos_c, within_c = pos.index_select(0, close), within.index_select(0, close)
     # index_select, not rows[pos]: advanced indexing with a 2-D index is ~1000x slower on CPU.
-    candidates = book.rows.index_select(0, pos_c.reshape(-1)).view(*pos_c.shape, -1)  # [m, k, D]
-    dist = exact_distances(x.index_select(0, close), candidates, book.metric)  # [m, k]
+    candidates = rows.index_select(0, pos_c.reshape(-1)).view(*pos_c.shape, -1)  # [m, k, D]
+    dist = exact_distances(x.index_select(0, close), candidates, metric)  # [m, k]
     dist = torch.where(within_c, dist, math.inf)
     min_dist = dist.min(dim=1, keepdim=True).values
     # Among exact float64 ties the lowest codebook position wins (torch.argmin's rule).
     tied_pos = torch.where(dist == min_dist, pos_c, torch.iinfo(torch.long).max)
     ids[close] = tied_pos.min(dim=1).values
-    return ids, ambiguous
+    return ids, unresolved
 
 
-def unit_roundoff_for(device: torch.device) -> float:
-    """Unit roundoff of an fp32 matmul on ``device`` (TF32 when CUDA allows it)."""
-    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-        return _TF32_UNIT_ROUNDOFF
-    return _FP32_UNIT_ROUNDOFF
+def _margin(arithmetic, terms, fed_q, exact_q, row_norm, row_error, best, metric) -> torch.Tensor:
+    """Twice the score error bound plus twice the float64 oracle's slack, per row ``[n]``."""
+    wide = fed_q.to(torch.float64)
+    q_norm = torch.linalg.vector_norm(wide, dim=1)
+    q_error = torch.linalg.vector_norm(wide - exact_q, dim=1)
+    bound = bounds.score_error_bound(arithmetic, terms, q_norm, q_error, row_norm, row_error, best)
+    slack = bounds.float64_oracle_slack(terms, q_norm + q_error, row_norm + row_error, metric)
+    margin = 2 * (bound + slack)
+    # A row whose partial sums could approach fp32's range has no bound: infinite margin sends it on.
+    return torch.where(q_norm * row_norm < bounds.OVERFLOW_GUARD, margin, math.inf)
 
 
-def chunk_sizes(n: int, v: int, memory_budget: int) -> tuple[int, int]:
-    """Rows and codes per fp32 score tile so that the tile fits ``memory_budget`` bytes."""
-    codes = min(v, 16384)
-    rows = max(1, min(n, memory_budget // (4 * max(codes, 1))))
-    if rows < 64 and v > 1:  # keep the matmul reasonably shaped when the budget is tight
-        codes = max(1, min(v, memory_budget // (4 * 64)))
-        rows = max(1, min(n, memory_budget // (4 * codes)))
-    return rows, codes
+def _float64_stage(x: torch.Tensor, book: PreparedCodebook, codes_per_chunk: int) -> torch.Tensor:
+    """Rows the filter could not settle: a float64 matmul filter, then a float64 scan if needed."""
+    q = query_layout(x, book.metric, book.exponent)
+    layout = lambda chunk: row_layout(chunk, book.metric, book.exponent)  # noqa: E731
+    val, pos = _top_candidates(q, book.rows, FLOAT64_CANDIDATES, min(codes_per_chunk, 4096), layout)
+    margin = _margin(bounds.FLOAT64, q.shape[1], q, q, book.row_norm + book.row_error, 0.0, val[:, 0], book.metric)
+    ids, unresolved = _rerank(x, book.rows, book.metric, val, pos, margin)
+    if bool(unresolved.any()):
+        rows = unresolved.nonzero().squeeze(1)
+        ids[rows] = float64_scan(x.index_select(0, rows), book.rows, book.metric)
+    return ids
+
+
+def _search_chunk(x: torch.Tensor, book: PreparedCodebook, arithmetic, codes_per_chunk: int) -> torch.Tensor:
+    exact_q = query_layout(x, book.metric, book.exponent)
+    fed_q = exact_q.to(book.filter_dtype)
+    val, pos = _top_candidates(fed_q, book.filter_rows, CANDIDATES, codes_per_chunk)
+    margin = _margin(arithmetic, fed_q.shape[1], fed_q, exact_q, book.row_norm, book.row_error, val[:, 0],
+                     book.metric)
+    ids, unresolved = _rerank(x, book.rows, book.metric, val, pos, margin)
+    if book.metric != "l2":  # a zero query is at distance 0 from every code: id 0, no search needed
+        zero = (exact_q == 0).all(dim=1)
+        ids[zero], unresolved = 0, unresolved & ~zero
+    if bool(unresolved.any()):
+        rows = unresolved.nonzero().squeeze(1)
+        ids[rows] = _float64_stage(x.index_select(0, rows), book, codes_per_chunk)
+    return ids
 
 
 def nearest_code_torch(
@@ -237,9 +296,9 @@ def nearest_code_torch(
     """Exact nearest-codebook search in plain PyTorch.
 
     Args:
-        x: ``[N, D]`` float32/bfloat16/float16 queries (validated by the caller).
+        x: ``[N, D]`` finite float32/bfloat16/float16 queries (validated by the caller).
         book: the codebook prepared by :func:`prepare_codebook` (its metric is used).
-        memory_budget: bytes allowed for the fp32 score tile.
+        memory_budget: bytes allowed for the score tile.
 
     Returns:
         ``[N]`` int64 positions into ``book.rows``: the float64 argmin, lowest position on ties.
@@ -248,16 +307,10 @@ def nearest_code_torch(
     out = torch.empty(n, dtype=torch.long, device=x.device)
     if n == 0:
         return out
-    rows_per_chunk, codes_per_chunk = chunk_sizes(n, book.search_rows.shape[0], memory_budget)
-    unit_roundoff = unit_roundoff_for(x.device)
+    element_bytes = book.filter_rows.element_size()
+    rows_per_chunk, codes_per_chunk = chunk_sizes(n, book.rows.shape[0], memory_budget, element_bytes)
+    arithmetic = filter_arithmetic(book, x.device)  # read once per call: settings may change between calls
     for r0 in range(0, n, rows_per_chunk):
-        xr = x[r0 : r0 + rows_per_chunk]
-        xq, query_norms = _query_layout(xr, book.metric)
-        val, pos = _top_candidates(xq, book, codes_per_chunk)
-        margin = _rounding_margin(query_norms, book, unit_roundoff)
-        ids, ambiguous = _rerank(xr, book, val, pos, margin)
-        if bool(ambiguous.any()):
-            rows = ambiguous.nonzero().squeeze(1)
-            ids[rows] = float64_scan(xr.index_select(0, rows), book.rows, book.metric)
-        out[r0 : r0 + rows_per_chunk] = ids
+        out[r0 : r0 + rows_per_chunk] = _search_chunk(x[r0 : r0 + rows_per_chunk], book, arithmetic,
+                                                      codes_per_chunk)
     return out

@@ -3,10 +3,16 @@
 ``nearest_code(x, codebook)`` returns, for every row of ``x``, the id of the codebook row at the
 smallest float64 distance (ties: lowest id), on every backend and batch size:
 
-- ``"torch"``: the plain-PyTorch path of ``lqae_tokenizer.kernels.reference`` (CPU path and oracle);
+- ``"torch"``: the plain-PyTorch path of ``lqae_tokenizer.kernels.reference``: a bf16 (CPU) or
+  fp32 filter matmul, then an exact float64 re-rank of every code within the proven rounding bound
+  (``kernels/bounds.py``) of the best;
 - ``"triton"``: the fused Triton kernel (``kernels/nearest_code_triton.py``) proposes the best id and
   the runner-up score per row; a row is accepted when the gap exceeds twice the proven rounding bound
-  of the kernel's arithmetic, and every other row is re-ranked exactly by the torch path.
+  of the kernel's arithmetic (``kernels/kernel_layout.py``), and every other row goes to the torch path.
+
+The bounds are computed from the global precision settings in force at each call (TF32, oneDNN bf16,
+``set_float32_matmul_precision``), and autocast is switched off inside the op, so no setting of the
+caller's can change an id; the caller's settings are never modified.
 
 The op is registered with ``torch.library`` as ``lqae::nearest_code`` so that ``torch.compile``
 treats it as one opaque call (no graph break).
@@ -14,13 +20,15 @@ treats it as one opaque call (no graph break).
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
+import weakref
 
 import torch
 
-from .kernels import reference
+from .kernels import kernel_layout, reference
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +140,7 @@ class Codebook:
 
     def _prepare(self, rows: torch.Tensor) -> None:
         self._book = reference.prepare_codebook(rows, self.metric)
-        norms64 = torch.linalg.vector_norm(rows.to(torch.float64), dim=1)
-        if self.metric == "cosine":  # zero rows: cosine 0 with everything, scored 0 by the kernel too
-            self._aux = torch.where(norms64 > 0, 1.0 / norms64, 0.0).to(torch.float32)
-        elif self.metric == "l2":
-            self._aux = self._book.squared_norms
-        else:
-            self._aux = torch.zeros(rows.shape[0], dtype=torch.float32, device=rows.device)
-        self._kernel_rows: dict[torch.dtype, torch.Tensor] = {rows.dtype: rows.contiguous()}
+        self._kernel_layouts: dict[torch.dtype, kernel_layout.KernelLayout] = {}
 
     def _check_allowed(self, allowed_ids: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
         if allowed_ids is None:
@@ -180,11 +181,11 @@ class Codebook:
         moved._prepare(self._book.rows.to(device))
         return moved
 
-    def _rows_for(self, dtype: torch.dtype) -> torch.Tensor:
-        """Codebook rows in the kernel's compute dtype (exact: only ever widened), cached."""
-        if dtype not in self._kernel_rows:
-            self._kernel_rows[dtype] = self._book.rows.to(dtype).contiguous()
-        return self._kernel_rows[dtype]
+    def _kernel_layout(self, dtype: torch.dtype) -> kernel_layout.KernelLayout:
+        """The Triton kernel's rows in its compute dtype (prepared on first use, cached)."""
+        if dtype not in self._kernel_layouts:
+            self._kernel_layouts[dtype] = kernel_layout.prepare_kernel_layout(self._book.rows, self.metric, dtype)
+        return self._kernel_layouts[dtype]
 
     def search(self, x: torch.Tensor, *, backend: str = "auto", precision: str = "tf32",
                memory_budget: int = reference.DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
@@ -195,74 +196,94 @@ class Codebook:
             backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (see :func:`resolve_backend`).
             precision: how the Triton kernel multiplies fp32 inputs: ``"tf32"`` (tensor cores, more
                 rows re-ranked) or ``"ieee"``. Ids are exact either way.
-            memory_budget: bytes for the torch path's fp32 score tile.
+            memory_budget: bytes for the torch path's score tile.
         """
         _check_queries(x, self.dim, self.device)
         if precision not in FP32_PRECISIONS:
             raise ValueError(f"precision must be one of {FP32_PRECISIONS}, got {precision!r}")
         chosen = resolve_backend(backend, x.device)
-        compute = torch.promote_types(x.dtype, self.dtype)
+        book = self._book
+        if chosen == "triton":
+            layout = self._kernel_layout(torch.promote_types(x.dtype, self.dtype))
+            kernel_rows, aux, knorm, kerror = layout.rows, layout.aux, layout.row_norm, layout.row_error
+        else:  # the op's kernel slots are unused on the torch path
+            kernel_rows, aux, knorm, kerror = book.filter_rows, book.filter_rows.new_empty(0, dtype=torch.float32), 0.0, 0.0
         positions = torch.ops.lqae.nearest_code(
-            x.detach(), self._book.rows, self._book.search_rows, self._aux, self._rows_for(compute),
-            self._book.max_norm, self.metric, chosen, precision, memory_budget)
+            x.detach(), book.rows, book.filter_rows, kernel_rows, aux, book.exponent, book.row_norm,
+            book.row_error, knorm, kerror, self.metric, chosen, precision, memory_budget)
         return positions if self.allowed_ids is None else self.allowed_ids[positions]
 
 
 @torch.library.custom_op("lqae::nearest_code", mutates_args=())
-def _nearest_code_op(x: torch.Tensor, rows: torch.Tensor, search_rows: torch.Tensor, aux: torch.Tensor,
-                     kernel_rows: torch.Tensor, max_norm: float, metric: str, backend: str, precision: str,
+def _nearest_code_op(x: torch.Tensor, rows: torch.Tensor, filter_rows: torch.Tensor, kernel_rows: torch.Tensor,
+                     aux: torch.Tensor, exponent: int, row_norm: float, row_error: float, kernel_row_norm: float,
+                     kernel_row_error: float, metric: str, backend: str, precision: str,
                      memory_budget: int) -> torch.Tensor:
-    """Positions ``[N]`` into ``rows``; see :meth:`Codebook.search`. Inputs are the prepared layout."""
+    """Positions ``[N]`` into ``rows``; see :meth:`Codebook.search`. Inputs are the prepared layouts."""
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or infinity; nearest-code search needs finite queries")
-    squared = aux if metric == "l2" else None
-    book = reference.PreparedCodebook(rows, search_rows, squared, max_norm, metric)
+    book = reference.PreparedCodebook(rows, metric, exponent, filter_rows, row_norm, row_error)
     # The error bounds assume the arithmetic asked for: an enclosing autocast (mixed-precision
     # training, bf16 inference) would silently turn the fp32/fp64 matmuls into bf16 ones.
     with torch.autocast(x.device.type, enabled=False):
         if backend == "triton":
-            return _search_triton(x, book, aux, kernel_rows, precision, memory_budget)
+            layout = kernel_layout.KernelLayout(kernel_rows, aux, metric, exponent, kernel_row_norm, kernel_row_error)
+            return _search_triton(x, book, layout, precision, memory_budget)
         return reference.nearest_code_torch(x, book, memory_budget=memory_budget)
 
 
 @_nearest_code_op.register_fake
-def _(x, rows, search_rows, aux, kernel_rows, max_norm, metric, backend, precision, memory_budget):
+def _(x, rows, filter_rows, kernel_rows, aux, exponent, row_norm, row_error, kernel_row_norm, kernel_row_error,
+      metric, backend, precision, memory_budget):
     return x.new_empty((x.shape[0],), dtype=torch.long)
 
 
-def _search_triton(x: torch.Tensor, book: reference.PreparedCodebook, aux: torch.Tensor,
-                   kernel_rows: torch.Tensor, precision: str, memory_budget: int) -> torch.Tensor:
+def _search_triton(x: torch.Tensor, book: reference.PreparedCodebook, layout: kernel_layout.KernelLayout,
+                   precision: str, memory_budget: int) -> torch.Tensor:
     from .kernels import nearest_code_triton as kernel
 
     if x.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=x.device)
-    xk = x.to(kernel_rows.dtype)
-    best, ids, second = kernel.merge_splits(*kernel.launch(xk, kernel_rows, aux, book.metric, precision))
-    margin = kernel_margin(xk, book, kernel_rows.dtype, precision)
+    fed, exact = kernel_layout.kernel_queries(x, layout)
+    best, ids, second = kernel.merge_splits(*kernel.launch(fed, layout.rows, layout.aux, layout.metric, precision))
+    margin = kernel_layout.kernel_margin(fed, exact, layout, best, precision)
     # Accept a row only when no other code can overtake the kernel's best within the rounding bound.
-    ambiguous = ~torch.isfinite(best) | ~((best - second) > margin)
+    ambiguous = ~torch.isfinite(best) | ~((best.double() - second.double()) > margin)
     if bool(ambiguous.any()):
         rows = ambiguous.nonzero().squeeze(1)
         ids[rows] = reference.nearest_code_torch(x[rows], book, memory_budget=memory_budget)
     return ids
 
 
-def kernel_margin(x: torch.Tensor, book: reference.PreparedCodebook, dtype: torch.dtype, precision: str) -> torch.Tensor:
-    """Twice a bound on |kernel score - exact score| per row ``[N]`` (fp32).
+# One-shot calls reuse the layout of a table they have already prepared (keyed on the tensor's
+# identity and version counter, so an in-place change or a new tensor prepares it again).
+_PREPARED: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+_PREPARED_LIMIT = 4
 
-    bf16/fp16 products are exact in fp32; TF32 rounds each fp32 input to 11 bits. Accumulation is
-    fp32 with at most one ulp (truncating tensor cores) per add: gamma = k * 2^-23.
-    """
-    d = x.shape[1] + 4
-    u = 2.0**-24
-    gamma = d * 2 * u / (1 - d * 2 * u)
-    rounding = 2 * 2.0**-11 if (dtype == torch.float32 and precision == "tf32") else 0.0
-    x_norm = torch.linalg.vector_norm(x.float(), dim=1) * 1.001  # covers the fp32 norm's own error
-    cmax = 1.0 if book.metric == "cosine" else book.max_norm  # cosine scores are x . c / |c|
-    bound = (gamma + rounding + 4 * u) * x_norm * cmax
-    if book.metric == "l2":
-        bound = 2 * bound + 2 * u * cmax**2
-    return 2 * (bound * 1.01) + d * 2.0**-126
+
+def _tensor_key(t: torch.Tensor | None) -> tuple | None:
+    if t is None:
+        return None
+    return (id(t), t._version, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
+
+
+def _cached_codebook(codebook: torch.Tensor, metric: str, allowed_ids: torch.Tensor | None) -> Codebook:
+    cacheable = (isinstance(codebook, torch.Tensor) and not codebook.is_inference()
+                 and not torch.compiler.is_compiling()
+                 and (allowed_ids is None or (isinstance(allowed_ids, torch.Tensor) and not allowed_ids.is_inference())))
+    if not cacheable:
+        return Codebook(codebook, metric=metric, allowed_ids=allowed_ids)
+    key = (_tensor_key(codebook), metric, _tensor_key(allowed_ids))
+    hit = _PREPARED.get(key)
+    # The weak references guard against an id reused by a new tensor after the old one died.
+    if hit is not None and hit[0]() is codebook and (allowed_ids is None or hit[1]() is allowed_ids):
+        _PREPARED.move_to_end(key)
+        return hit[2]
+    book = Codebook(codebook, metric=metric, allowed_ids=allowed_ids)
+    _PREPARED[key] = (weakref.ref(codebook), None if allowed_ids is None else weakref.ref(allowed_ids), book)
+    while len(_PREPARED) > _PREPARED_LIMIT:
+        _PREPARED.popitem(last=False)
+    return book
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "cosine", backend: str = "auto",
@@ -283,6 +304,9 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "cosi
         >>> nearest_code(torch.eye(3), torch.eye(3), metric="l2").tolist()
         [0, 1, 2]
 
-    For repeated searches against the same table build a :class:`Codebook` once instead.
+    The prepared layout of ``codebook`` is cached for the next call with the same tensor (a few
+    tables at most; an in-place change of the tensor is detected). :class:`Codebook` holds one
+    explicitly.
     """
-    return Codebook(codebook, metric=metric, allowed_ids=allowed_ids).search(x, backend=backend)
+    _validate_metric(metric)
+    return _cached_codebook(codebook, metric, allowed_ids).search(x, backend=backend)

@@ -11,15 +11,16 @@ import os
 import pytest
 import torch
 
-if torch.cuda.is_available():
-    pytest.skip("GPU present: the compiled kernel is tested in test_nearest_code_gpu.py", allow_module_level=True)
+# The interpreter runs on CPU tensors whether or not a GPU is present (the compiled kernel is
+# tested on CUDA by test_nearest_code_gpu.py). The flag is read when the kernel module is imported.
 os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
 from lqae_tokenizer import Codebook, nearest_code  # noqa: E402
 from lqae_tokenizer.kernels import nearest_code_triton as kernel  # noqa: E402
-from lqae_tokenizer.kernels.reference import exact_distances, prepare_codebook  # noqa: E402
-from lqae_tokenizer.search import kernel_margin, resolve_backend, triton_problem  # noqa: E402
+from lqae_tokenizer.kernels.kernel_layout import kernel_margin, kernel_queries, prepare_kernel_layout  # noqa: E402
+from lqae_tokenizer.kernels.reference import exact_distances  # noqa: E402
+from lqae_tokenizer.search import resolve_backend, triton_problem  # noqa: E402
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 METRICS = ["cosine", "l2", "dot"]
@@ -61,16 +62,17 @@ def test_triton_backend_matches_oracle(metric, dtype):
 def test_raw_kernel_proposals_are_the_oracle_when_accepted(blocks, splits):
     """The kernel itself must be right (not rescued by the re-rank) on almost every row."""
     x, book = data(70, 230, 48, torch.float32, seed=1)
-    prepared = prepare_codebook(book, "cosine")
-    aux = (1 / book.double().norm(dim=1)).float()
-    best, ids, second = kernel.merge_splits(*kernel.launch(x, book, aux, "cosine", "ieee", num_splits=splits, blocks=blocks))
-    margin = kernel_margin(x, prepared, torch.float32, "ieee")
-    accepted = (best - second) > margin
+    layout = prepare_kernel_layout(book, "cosine", torch.float32)
+    fed, exact_q = kernel_queries(x, layout)
+    best, ids, second = kernel.merge_splits(*kernel.launch(fed, layout.rows, layout.aux, "cosine", "ieee",
+                                                           num_splits=splits, blocks=blocks))
+    margin = kernel_margin(fed, exact_q, layout, best, "ieee")
+    accepted = (best.double() - second.double()) > margin
     want = oracle(x, book, "cosine")
     assert accepted.float().mean() > 0.9
     assert torch.equal(ids[accepted], want[accepted])
-    # Scores are the fp32 cosine numerators x.c/|c|: compare with float64.
-    exact = -(exact_distances(x, book[ids], "cosine").diagonal()) * x.double().norm(dim=1)
+    # Scores are the cosine numerators q.c/|c| of the scaled queries: compare with float64.
+    exact = -(exact_distances(x, book[ids], "cosine").diagonal()) * fed.double().norm(dim=1)
     assert torch.allclose(best.double(), exact, rtol=1e-5, atol=1e-5)
 
 
@@ -112,7 +114,3 @@ def test_non_contiguous_queries_and_batch_sizes():
     assert torch.equal(whole, oracle(x, book, "l2"))
     assert torch.equal(torch.cat([cb.search(x[i : i + 9], backend="triton") for i in range(0, 40, 9)]), whole)
 
-
-def test_int64_offsets_are_used():
-    source = open(kernel.__file__).read()
-    assert "rows.to(tl.int64)" in source and "cols.to(tl.int64)" in source
