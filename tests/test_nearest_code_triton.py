@@ -114,3 +114,38 @@ def test_non_contiguous_queries_and_batch_sizes():
     assert torch.equal(whole, oracle(x, book, "l2"))
     assert torch.equal(torch.cat([cb.search(x[i : i + 9], backend="triton") for i in range(0, 40, 9)]), whole)
 
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_tiny_query_entries_keep_their_margin(metric):
+    """Entries near 1e-25 square to 0 in fp32: the bound must not collapse with |x|."""
+    x, book = data(60, 90, 32, torch.float32, seed=5)
+    tiny = x * 1e-25
+    table = book * 1e-25 if metric == "l2" else book
+    assert torch.equal(nearest_code(tiny, table, metric=metric, backend="triton"), oracle(tiny, table, metric))
+
+
+def test_cosine_of_underflowing_rows_against_tiny_codes():
+    row = torch.tensor([[1e-30, 0.0], [0.0, 3e-30], [1e-30, 1e-30]])
+    table = torch.tensor([[1.0, 0.2], [1.0, 0.0], [0.0, 1.0], [0.7, 0.7]]) * 1e-30
+    assert torch.equal(nearest_code(row, table, metric="cosine", backend="triton"), oracle(row, table, "cosine"))
+
+
+def test_scores_that_overflow_fp32_go_to_the_exact_path():
+    """|c|^2 past fp32's range and 2 x.c = inf - inf: the kernel's max would drop the NaN winner."""
+    g = torch.Generator().manual_seed(6)
+    book = torch.randn(40, 16, generator=g)
+    book[17] = book[17] * 4e19  # |c_17|^2 ~ 1e40
+    x = torch.cat([book[17:18] * 1.0001, torch.randn(5, 16, generator=g)])
+    for metric in METRICS:
+        assert torch.equal(nearest_code(x, book, metric=metric, backend="triton"), oracle(x, book, metric)), metric
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_mixed_magnitudes_and_near_ties(metric):
+    g = torch.Generator().manual_seed(7)
+    book = torch.randn(120, 24, generator=g) * torch.pow(10.0, torch.randint(-20, 21, (120, 1), generator=g).float())
+    x = book[torch.randint(0, 120, (40,), generator=g)] * (1 + 1e-6 * torch.randn(40, 24, generator=g))
+    book[60] = book[5] * (1 + 1e-7)
+    x[0] = book[5]
+    assert torch.equal(nearest_code(x, book, metric=metric, backend="triton"), oracle(x, book, metric))

@@ -1,0 +1,271 @@
+"""The "exact" promise under attack: near-ties inside the rounding margin, extreme and mixed
+magnitudes, every global precision setting, wide vectors. The oracle here is written from scratch
+in float64 (not the library's own ``exact_distances``), and each family of inputs is checked to be
+hard: a plain low-precision argmax gets some of its rows wrong, so these tests can fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lqae_tokenizer import Codebook, nearest_code
+from lqae_tokenizer.kernels import bounds, reference
+from lqae_tokenizer.search import _cached_codebook
+
+METRICS = ["cosine", "l2", "dot"]
+FILTERS = [torch.float32] + ([torch.bfloat16] if bounds.cpu_bf16_matmul_is_exact_enough() else [])
+
+
+def independent_oracle(x: torch.Tensor, book: torch.Tensor, metric: str) -> torch.Tensor:
+    """float64 argmin written without the library: lowest id among exact float64 ties."""
+    x64, b64 = x.double(), book.double()
+    if metric == "l2":
+        dist = torch.cdist(x64, b64) ** 2  # sqrt is monotone; squared for clarity
+        dist = torch.stack([((b64 - row) ** 2).sum(1) for row in x64])  # no matmul identity
+    elif metric == "dot":
+        dist = -torch.stack([(b64 * row).sum(1) for row in x64])
+    else:
+        bn = b64.norm(dim=1)
+        unit_b = b64 / torch.where(bn > 0, bn, 1.0)[:, None]
+        dist = []
+        for row in x64:
+            n = row.norm()
+            dist.append(-(unit_b * (row / n if n > 0 else row)).sum(1))
+        dist = torch.stack(dist)
+    best = dist.min(dim=1, keepdim=True).values
+    ids = torch.arange(book.shape[0]).expand_as(dist)
+    return torch.where(dist == best, ids, book.shape[0]).min(dim=1).values
+
+
+def _distance64(x: torch.Tensor, rows: torch.Tensor, metric: str) -> torch.Tensor:
+    x64, r64 = x.double(), rows.double()
+    if metric == "l2":
+        return ((x64 - r64) ** 2).sum(-1)
+    if metric == "cosine":
+        x64 = x64 / x64.norm(dim=-1, keepdim=True)
+        r64 = r64 / r64.norm(dim=-1, keepdim=True)
+    return -(x64 * r64).sum(-1)
+
+
+def near_tie_problem(n: int, v: int, d: int, metric: str, seed: int, gaps=(1e-9, 1e-3), query_scale=1.0):
+    """Queries each with two codes (ids in random order) whose float64 distances differ by a
+    relative gap drawn log-uniformly from ``gaps``: from far inside fp32's rounding (1e-9) to far
+    inside bf16's (1e-3), always far outside float64's. ``query_scale`` < 1 makes l2 queries short
+    next to the codes, so the ``|c|^2`` term dominates the scores."""
+    g = torch.Generator().manual_seed(seed)
+    book = torch.randn(v, d, generator=g, dtype=torch.float64)
+    x = torch.empty(n, d, dtype=torch.float64)
+    low, high = math.log(gaps[0]), math.log(gaps[1])
+    for i in range(n):
+        a, b = torch.randperm(v, generator=g)[:2].tolist()
+        x[i] = (book[a] + 0.05 * torch.randn(d, generator=g, dtype=torch.float64)) * query_scale
+        direction = torch.randn(d, generator=g, dtype=torch.float64)
+        base = _distance64(x[i : i + 1], book[a : a + 1], metric)
+        probe = book[a] + 1e-3 * direction
+        slope = (_distance64(x[i : i + 1], probe[None], metric) - base) / 1e-3
+        scale = {"cosine": 1.0, "dot": float(x[i].norm() * book[a].norm()), "l2": float(book[a].norm() ** 2)}[metric]
+        gap = math.exp(low + (high - low) * torch.rand(1, generator=g).item())
+        step = gap * scale / max(abs(float(slope)), 1e-12)
+        sign = 1.0 if torch.rand(1, generator=g).item() < 0.5 else -1.0
+        book[b] = book[a] + sign * step * direction
+    return x.float(), book.float()
+
+
+@pytest.fixture
+def restore_precision_settings():
+    """Leave the process's global matmul settings as they were."""
+    saved = {path: bounds._setting(path) for path in ("cuda.matmul", "mkldnn.matmul")}
+    generic = getattr(torch.backends, "fp32_precision", None)
+    yield
+    if generic is not None:
+        torch.backends.fp32_precision = generic
+    torch.backends.cuda.matmul.fp32_precision = saved["cuda.matmul"]
+    torch.backends.mkldnn.matmul.fp32_precision = saved["mkldnn.matmul"]
+
+
+SETTINGS = {
+    "default": lambda: None,
+    "legacy-medium": lambda: torch.set_float32_matmul_precision("medium"),
+    "legacy-high": lambda: torch.set_float32_matmul_precision("high"),
+    "mkldnn-bf16": lambda: setattr(torch.backends.mkldnn.matmul, "fp32_precision", "bf16"),
+    "mkldnn-tf32": lambda: setattr(torch.backends.mkldnn.matmul, "fp32_precision", "tf32"),
+    "cuda-tf32": lambda: setattr(torch.backends.cuda.matmul, "fp32_precision", "tf32"),
+    "generic-tf32": lambda: setattr(torch.backends, "fp32_precision", "tf32"),
+}
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+@pytest.mark.parametrize("metric", METRICS)
+def test_every_precision_setting_gives_the_float64_argmin(setting, metric, restore_precision_settings):
+    x, book = near_tie_problem(120, 400, 96, metric, seed=11)
+    want = independent_oracle(x, book, metric)
+    SETTINGS[setting]()
+    before = {path: bounds._setting(path) for path in ("cuda.matmul", "mkldnn.matmul")}
+    for filter_dtype in FILTERS:
+        prepared = reference.prepare_codebook(book, metric, filter_dtype)
+        assert torch.equal(reference.nearest_code_torch(x, prepared), want), (setting, filter_dtype)
+    assert torch.equal(nearest_code(x, book, metric=metric), want)
+    # The search reads the settings; it never changes them (nor raises on the mixed legacy/new API).
+    assert {path: bounds._setting(path) for path in ("cuda.matmul", "mkldnn.matmul")} == before
+    bounds.fp32_matmul_arithmetic(torch.device("cuda"))  # the legacy getters would raise here
+
+
+def test_reduced_settings_are_recognised_on_every_backend(restore_precision_settings):
+    assert bounds.fp32_matmul_is_ieee(torch.device("cpu"))
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    assert not bounds.fp32_matmul_is_ieee(torch.device("cuda"))
+    assert bounds.fp32_matmul_is_ieee(torch.device("cpu"))
+    torch.set_float32_matmul_precision("medium")
+    assert not bounds.fp32_matmul_is_ieee(torch.device("cpu"))
+    assert bounds.fp32_matmul_arithmetic(torch.device("cpu")) is bounds.FP32_REDUCED
+
+
+@pytest.mark.parametrize("d", [64, 768, 1536, 4096])
+@pytest.mark.parametrize("metric", METRICS)
+def test_near_ties_inside_the_margin_at_every_width(d, metric):
+    x, book = near_tie_problem(48, 160, d, metric, seed=d)
+    want = independent_oracle(x, book, metric)
+    for filter_dtype in FILTERS:
+        prepared = reference.prepare_codebook(book, metric, filter_dtype)
+        assert torch.equal(reference.nearest_code_torch(x, prepared), want), filter_dtype
+        # The problem is hard: the filter's own scores alone pick a wrong code on some rows ...
+        exact_q = reference.query_layout(x, metric, prepared.exponent)
+        naive = (exact_q.to(filter_dtype) @ prepared.filter_rows.t()).float().argmax(1)
+        wrong = (naive != want).sum()
+        assert wrong > 0, f"inputs too easy: a {filter_dtype} argmax already gets every row right"
+
+
+def test_bf16_and_fp16_inputs_near_ties():
+    for dtype in (torch.bfloat16, torch.float16):
+        for metric in METRICS:
+            x, book = near_tie_problem(64, 200, 128, metric, seed=5)
+            x, book = x.to(dtype), book.to(dtype)
+            assert torch.equal(nearest_code(x, book, metric=metric), independent_oracle(x, book, metric))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_mixed_magnitudes_in_one_table(metric):
+    g = torch.Generator().manual_seed(7)
+    book = torch.randn(300, 32, generator=g)
+    book = book * torch.pow(10.0, torch.randint(-30, 31, (300, 1), generator=g).float())
+    book[150] = book[3]  # an exact tie among them
+    x = book[torch.randint(0, 300, (80,), generator=g)] * (1 + 1e-3 * torch.randn(80, 32, generator=g))
+    x[0] = book[150]
+    want = independent_oracle(x, book, metric)
+    for filter_dtype in FILTERS:
+        prepared = reference.prepare_codebook(book, metric, filter_dtype)
+        assert torch.equal(reference.nearest_code_torch(x, prepared), want), filter_dtype
+    assert nearest_code(x[:1], book, metric=metric).item() == want[0].item()
+
+
+def test_finite_inputs_whose_fp32_scores_overflow():
+    """|c|^2 above fp32's range, dot products and 2 x.c that overflow: the exact path settles them."""
+    g = torch.Generator().manual_seed(8)
+    book = torch.randn(64, 16, generator=g)
+    book[10] *= 1e19  # |c|^2 ~ 1e39 > fp32 max
+    book[11] = book[10] * 1.0001
+    x = torch.cat([book[10:11] * 1.00005, torch.randn(4, 16, generator=g) * 3e19, book[:3] * 1e-20])
+    for metric in METRICS:
+        want = independent_oracle(x, book, metric)
+        for filter_dtype in FILTERS:
+            prepared = reference.prepare_codebook(book, metric, filter_dtype)
+            assert torch.equal(reference.nearest_code_torch(x, prepared), want), (metric, filter_dtype)
+    big = torch.full((2, 8), 3e38)  # fp32 max-sized queries against an ordinary table
+    book = torch.randn(20, 8, generator=g)
+    for metric in METRICS:
+        assert torch.equal(nearest_code(big, book, metric=metric), independent_oracle(big, book, metric))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_tiny_and_subnormal_magnitudes(metric):
+    g = torch.Generator().manual_seed(9)
+    book = torch.randn(100, 24, generator=g)
+    x = book[torch.randint(0, 100, (30,), generator=g)] + 1e-3 * torch.randn(30, 24, generator=g)
+    for scale in (1e-25, 1e-38, 1e-42):
+        xs = x * scale
+        b = book * scale if metric == "l2" else book
+        assert torch.equal(nearest_code(xs, b, metric=metric), independent_oracle(xs, b, metric)), scale
+    row = torch.tensor([[1e-30, 0.0]])  # cosine of a vector whose square underflows
+    table = torch.tensor([[1.0, 0.1], [1.0, 0.0], [0.0, 1.0]]) * 1e-30
+    assert nearest_code(row, table, metric=metric).tolist() == independent_oracle(row, table, metric).tolist()
+
+
+def test_zero_queries_and_zero_rows():
+    book = torch.randn(50, 8)
+    book[7] = 0.0
+    x = torch.zeros(3, 8)
+    for metric in METRICS:
+        assert torch.equal(nearest_code(x, book, metric=metric), independent_oracle(x, book, metric))
+    x = -book[:5].clone()  # every cosine negative: the zero row (distance 0) wins
+    assert nearest_code(x, book, metric="cosine").tolist() == independent_oracle(x, book, "cosine").tolist()
+
+
+def test_tf32_truncation_stays_within_the_kernel_bound():
+    """Emulate TF32 (inputs truncated to 10 explicit bits, products and sums in float64) on inputs
+    whose truncation error is the largest possible, and check the kernel's bound covers it."""
+    from lqae_tokenizer.kernels.kernel_layout import kernel_arithmetic
+
+    def truncate_tf32(t: torch.Tensor) -> torch.Tensor:
+        bits = t.float().view(torch.int32)
+        return (bits & ~((1 << 13) - 1)).view(torch.float32).double()
+
+    d = 768
+    worst = 1.0 + (2.0**-10 - 2.0**-23)  # just below the next TF32 value: truncation loses ~2^-10
+    x = torch.full((4, d), worst)
+    c = torch.full((3, d), worst)
+    exact = x.double() @ c.double().t()
+    emulated = truncate_tf32(x) @ truncate_tf32(c).t()
+    error = (emulated - exact).abs().max()
+    arithmetic = kernel_arithmetic(torch.float32, "tf32", "dot")
+    bound = bounds.score_error_bound(arithmetic, d, x.double().norm(dim=1), torch.zeros(4),
+                                     float(c.double().norm(dim=1).max()), 0.0, exact.max(1).values)
+    assert float(error) <= float(bound.min())
+    # The old budget of 2^-10 for both factors together would not have covered it.
+    assert float(error) > 2.0**-10 * float(x.double().norm(dim=1)[0] * c.double().norm(dim=1)[0])
+
+
+def test_one_shot_calls_reuse_the_prepared_table_until_it_changes():
+    g = torch.Generator().manual_seed(10)
+    table = torch.randn(500, 16, generator=g)
+    first = _cached_codebook(table, "cosine", None)
+    assert _cached_codebook(table, "cosine", None) is first
+    assert _cached_codebook(table, "l2", None) is not first
+    x = torch.randn(1, 16, generator=g)
+    table[123] = x[0] * 2  # in place: the version counter moves, the cache must notice
+    assert nearest_code(x, table).item() == 123
+    assert _cached_codebook(table.clone(), "cosine", None) is not first
+
+
+def test_codebook_preparation_has_no_float64_copy_of_the_table():
+    # A chunked preparation: its peak float64 buffer is PREPARE_ROWS rows, not the table.
+    assert reference.PREPARE_ROWS * 768 * 8 < 50265 * 768 * 8 / 10
+    book = torch.randn(reference.PREPARE_ROWS * 2 + 5, 8)
+    prepared = reference.prepare_codebook(book, "l2", torch.float32)
+    assert prepared.filter_rows.shape == (book.shape[0], 9) and prepared.filter_rows.dtype == torch.float32
+    assert math.isfinite(prepared.row_error) and prepared.row_error < 1e-5 * prepared.row_norm
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_reduced_precision_bound_covers_a_bf16_rounding_fp32_matmul(metric):
+    """On CPUs with AMX, "medium"/oneDNN-bf16 settings make an fp32 matmul round its inputs to
+    bf16. Emulate exactly that (inputs rounded to bf16, products summed in float64) and check that
+    the bound the search uses under those settings keeps every float64 winner among its candidates,
+    while the full-fp32 bound (what the search assumed before) loses some."""
+    x, book = near_tie_problem(150, 200, 96, metric, seed=21)
+    want = independent_oracle(x, book, metric)
+    prepared = reference.prepare_codebook(book, metric, torch.float32)
+    exact_q = reference.query_layout(x, metric, prepared.exponent)
+    fed = exact_q.float()
+    scores = (fed.bfloat16().double() @ prepared.filter_rows.bfloat16().double().t()).float()
+    best = scores.max(1).values
+
+    def winners_kept(arithmetic) -> torch.Tensor:
+        margin = reference._margin(arithmetic, fed.shape[1], fed, exact_q, prepared.row_norm, prepared.row_error,
+                                   best, metric)
+        return scores.gather(1, want[:, None]).squeeze(1).double() >= best.double() - margin
+
+    assert bool(winners_kept(bounds.FP32_REDUCED).all())
+    assert not bool(winners_kept(bounds.FP32_IEEE).all())
