@@ -6,10 +6,14 @@
 
 Methods (V=50,265 rows of width D=768, random data of the roberta-base embedding scale):
   floor       one matmul of the same shape in the input dtype (no argmin): the speed of light
-  cdist       torch.cdist(x, table).argmin(1), in row chunks that fit memory (l2 only; fp32)
+  floor-fp32  the same matmul in fp32 (for bf16/fp16 inputs)
+  cdist       torch.cdist(x, table).argmin(1), in row chunks that fit memory (fp32; cosine on
+              normalised rows, where the l2 argmin is the cosine argmax)
   matmul      chunked x @ table.T then argmax (normalised for cosine): fast, NOT exact
-  ours-torch  lqae_tokenizer's exact torch path
+  ours-torch  lqae_tokenizer's exact torch path, Codebook prepared once
+  ours-oneshot nearest_code(x, table): the one-shot call (prepared tables are cached)
   ours-triton lqae_tokenizer's exact Triton kernel (CUDA only)
+"float64 stage" = share of rows the torch path's filter could not settle (sent to the float64 stages).
 For each: median seconds over --repeats runs after a warm-up, TFLOP/s (2*N*V*D flops), GB/s of the
 codebook read (N=256), peak extra memory (CUDA: measured; CPU: the score tile it allocates), and
 agreement with the float64 argmin on a sample of rows.
@@ -27,7 +31,8 @@ from datetime import date
 import torch
 import torch.nn.functional as F
 
-from lqae_tokenizer import Codebook
+from lqae_tokenizer import Codebook, nearest_code
+from lqae_tokenizer.kernels import reference
 from lqae_tokenizer.kernels.reference import DEFAULT_MEMORY_BUDGET, float64_scan
 
 V, D = 50265, 768
@@ -61,9 +66,25 @@ def rows_per_chunk(n: int, bytes_per_row: int) -> int:
     return max(1, min(n, CHUNK_BYTES // bytes_per_row))
 
 
-def cdist_argmin(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def cdist_argmin(x: torch.Tensor, table: torch.Tensor, metric: str) -> torch.Tensor:
     step = rows_per_chunk(x.shape[0], table.shape[0] * 4)
-    return torch.cat([torch.cdist(x[i : i + step].float(), table.float()).argmin(1) for i in range(0, x.shape[0], step)])
+    x, table = x.float(), table.float()
+    if metric == "cosine":
+        x, table = F.normalize(x, dim=1), F.normalize(table, dim=1)
+    return torch.cat([torch.cdist(x[i : i + step], table).argmin(1) for i in range(0, x.shape[0], step)])
+
+
+def float64_stage_share(x: torch.Tensor, book: Codebook) -> float:
+    """Share of rows the torch path's filter leaves unresolved (they go to the float64 stages)."""
+    b = book._book
+    exact_q = reference.query_layout(x, b.metric, b.exponent)
+    fed = exact_q.to(b.filter_dtype)
+    _, codes = reference.chunk_sizes(x.shape[0], b.rows.shape[0], DEFAULT_MEMORY_BUDGET, b.filter_rows.element_size())
+    val, pos = reference._top_candidates(fed, b.filter_rows, reference.CANDIDATES, codes)
+    margin = reference._margin(reference.filter_arithmetic(b, x.device), fed.shape[1], fed, exact_q, b.row_norm,
+                               b.row_error, val[:, 0], b.metric)
+    _, unresolved = reference._rerank(x, b.rows, b.metric, val, pos, margin)
+    return float(unresolved.float().mean())
 
 
 def matmul_argmax(x: torch.Tensor, table: torch.Tensor, metric: str) -> torch.Tensor:
@@ -94,10 +115,13 @@ def run_case(n: int, dtype: torch.dtype, metric: str, device: torch.device, repe
     book = Codebook(table, metric=metric)
     flops = 2.0 * n * V * D
     methods = {"floor": lambda: floor_matmul(x, table)}
-    if metric == "l2":
-        methods["cdist"] = lambda: cdist_argmin(x, table)
+    if dtype != torch.float32:
+        x32, table32 = x.float(), table.float()
+        methods["floor-fp32"] = lambda: floor_matmul(x32, table32)
+    methods["cdist"] = lambda: cdist_argmin(x, table, metric)
     methods["matmul"] = lambda: matmul_argmax(x, table, metric)
     methods["ours-torch"] = lambda: book.search(x, backend="torch")
+    methods["ours-oneshot"] = lambda: nearest_code(x, table, metric=metric, backend="torch")
     if device.type == "cuda":
         methods["ours-triton"] = lambda: book.search(x, backend="triton")
     rows = []
@@ -105,9 +129,10 @@ def run_case(n: int, dtype: torch.dtype, metric: str, device: torch.device, repe
         seconds, peak = timed(fn, device, repeats)
         ids = fn() if name != "floor" else None
         if device.type == "cpu" and name == "ours-torch":
-            peak = DEFAULT_MEMORY_BUDGET
+            peak = DEFAULT_MEMORY_BUDGET * book._book.filter_rows.element_size() // 4
         rows.append(dict(
             n=n, dtype=str(dtype).replace("torch.", ""), metric=metric, method=name, median_ms=seconds * 1e3,
+            float64_stage=float64_stage_share(x, book) if name == "ours-torch" else None,
             tflops=flops / seconds / 1e12, codebook_gbs=(V * D * table.element_size()) / seconds / 1e9,
             peak_extra_mib=peak / 2**20,
             exact_fraction=None if ids is None else agreement(ids, x, table, metric, sample),
@@ -126,7 +151,16 @@ def machine(device: torch.device) -> str:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         model = platform.processor() or "unknown CPU"
-    return f"{model}, {torch.get_num_threads()} threads"
+    flags = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if _has_cpu_flag(f)]
+    return f"{model}, {torch.get_num_threads()} threads, flags: {' '.join(flags) or 'no avx512'}"
+
+
+def _has_cpu_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and f" {flag}" in line for line in f)
+    except OSError:
+        return False
 
 
 def main() -> None:
@@ -134,7 +168,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", type=int, nargs="+")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--metrics", nargs="+", default=["cosine", "l2"])
+    parser.add_argument("--metrics", nargs="+", default=["cosine", "l2", "dot"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write every row to this file")
     args = parser.parse_args()
@@ -146,12 +180,14 @@ def main() -> None:
             for n in sizes:
                 rows.extend(run_case(n, getattr(torch, dtype), metric, device, args.repeats))
     print(f"# {machine(device)} | torch {torch.__version__} | {date.today()} | median of {args.repeats}")
-    print("| N | dtype | metric | method | median ms | x floor | TFLOP/s | codebook GB/s | peak extra MiB | exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| N | dtype | metric | method | median ms | x floor | TFLOP/s | codebook GB/s | peak extra MiB | exact "
+          "| float64 stage |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         exact = "-" if r["exact_fraction"] is None else f"{r['exact_fraction']:.3f}"
+        stage = "-" if r["float64_stage"] is None else f"{100 * r['float64_stage']:.2f}%"
         print(f"| {r['n']} | {r['dtype']} | {r['metric']} | {r['method']} | {r['median_ms']:.3f} | {r['x_floor']:.2f} "
-              f"| {r['tflops']:.3f} | {r['codebook_gbs']:.1f} | {r['peak_extra_mib']:.0f} | {exact} |")
+              f"| {r['tflops']:.3f} | {r['codebook_gbs']:.1f} | {r['peak_extra_mib']:.0f} | {exact} | {stage} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine(device), "date": str(date.today()), "rows": rows}, f, indent=1)

@@ -190,7 +190,7 @@ def filter_arithmetic(book: PreparedCodebook, device: torch.device) -> bounds.Ma
 # -- the search ------------------------------------------------------------------------------------
 def chunk_sizes(n: int, v: int, memory_budget: int, element_bytes: int = 4) -> tuple[int, int]:
     """Rows and codes per score tile so that the tile fits ``memory_budget`` bytes."""
-    codes = min(v, 16384)
+    codes = min(v, 16384)  # measured: larger tiles are no faster, smaller ones cost more topk merges
     rows = max(1, min(n, memory_budget // (element_bytes * max(codes, 1))))
     if rows < 64 and v > 1:  # keep the matmul reasonably shaped when the budget is tight
         codes = max(1, min(v, memory_budget // (element_bytes * 64)))
@@ -232,20 +232,26 @@ def _rerank(
     complete = val.shape[1] == rows.shape[0]
     unresolved = ~torch.isfinite(best) | (within[:, -1] & (not complete))
     ids = pos[:, 0].clone()
-    # A row whose runner-up is outside the margin has a certain winner.
-    close = (within[:, 1:].any(dim=1) & ~unresolved if within.shape[1] > 1 else torch.zeros_like(unresolved))
-    close = close.nonzero().squeeze(1)
-    if close.numel() == 0:
+    # A row whose runner-up is outside the margin has a certain winner; only the (row, candidate)
+    # pairs of rows with a second candidate inside it are scored in float64.
+    within[:, 0] &= within[:, 1:].any(dim=1) if within.shape[1] > 1 else False
+    within &= ~unresolved.unsqueeze(1)
+    pair_row, pair_k = within.nonzero(as_tuple=True)  # [P] each
+    if pair_row.numel() == 0:
         return ids, unresolved
-    pos_c, within_c = pos.index_select(0, close), within.index_select(0, close)
-    # index_select, not rows[pos]: advanced indexing with a 2-D index is ~1000x slower on CPU.
-    candidates = rows.index_select(0, pos_c.reshape(-1)).view(*pos_c.shape, -1)  # [m, k, D]
-    dist = exact_distances(x.index_select(0, close), candidates, metric)  # [m, k]
-    dist = torch.where(within_c, dist, math.inf)
-    min_dist = dist.min(dim=1, keepdim=True).values
+    pair_id = pos[pair_row, pair_k]
+    # index_select, not rows[pair_id]: advanced indexing is much slower on CPU.
+    candidates = rows.index_select(0, pair_id).unsqueeze(1)  # [P, 1, D]
+    dist = exact_distances(x.index_select(0, pair_row), candidates, metric).squeeze(1)  # [P]
+    n = x.shape[0]
+    min_dist = torch.full((n,), math.inf, dtype=torch.float64, device=x.device)
+    min_dist = min_dist.scatter_reduce(0, pair_row, dist, "amin")
     # Among exact float64 ties the lowest codebook position wins (torch.argmin's rule).
-    tied_pos = torch.where(dist == min_dist, pos_c, torch.iinfo(torch.long).max)
-    ids[close] = tied_pos.min(dim=1).values
+    tied = dist == min_dist[pair_row]
+    lowest = torch.full((n,), torch.iinfo(torch.long).max, dtype=torch.long, device=x.device)
+    lowest = lowest.scatter_reduce(0, pair_row[tied], pair_id[tied], "amin")
+    scored = lowest != torch.iinfo(torch.long).max
+    ids[scored] = lowest[scored]
     return ids, unresolved
 
 
