@@ -2,7 +2,7 @@
 
 The kernel scores raw-scaled rows with an fp32 epilogue (``kernels/nearest_code_triton.py``):
 cosine ``acc_j * aux_j`` with ``aux_j = 1/|row_j|``; dot ``acc_j``; l2 ``2 acc_j - aux_j`` with
-``aux_j = |row_j|^2``. Rows and queries are scaled by powers of two as in the reference layouts
+``aux_j = |row_j|^2 - 2 m`` (``m`` as in the reference l2 layout). Rows and queries are scaled by powers of two as in the reference layouts
 (``kernels/reference.py``): cosine rows each to a largest entry in [1, 2) (so ``1/|row|`` stays
 below 1 and no absolute slack is blown up by it), dot and l2 rows by one table-wide power, queries
 per row (cosine, dot) or by the table's power (l2). Scaling is exact unless a tiny entry underflows;
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from . import bounds
-from .reference import PREPARE_ROWS, query_layout, row_layout, table_exponent
+from .reference import PREPARE_ROWS, query_layout, row_layout, table_exponent, table_shift
 
 
 @dataclass
@@ -26,7 +26,7 @@ class KernelLayout:
 
     Attributes:
         rows: ``[V, D]`` contiguous rows in the kernel dtype. aux: ``[V]`` fp32 epilogue values.
-        metric, exponent: as in :class:`reference.PreparedCodebook`.
+        metric, exponent, shift: as in :class:`reference.PreparedCodebook`.
         row_norm: largest norm of an effective row (cosine: ``row_j * aux_j``, about 1; l2: the
             augmented ``[row_j, -aux_j / 2]``). row_error: largest norm of (effective - exact layout row).
     """
@@ -35,6 +35,7 @@ class KernelLayout:
     aux: torch.Tensor
     metric: str
     exponent: int
+    shift: float
     row_norm: float
     row_error: float
 
@@ -61,6 +62,7 @@ def _effective(fed: torch.Tensor, aux: torch.Tensor, metric: str) -> torch.Tenso
 def prepare_kernel_layout(rows: torch.Tensor, metric: str, dtype: torch.dtype) -> KernelLayout:
     """Lay out ``rows`` ``[V, D]`` for the kernel in ``dtype``, a few thousand rows at a time."""
     exponent = table_exponent(rows, metric)
+    shift = table_shift(rows, metric, exponent)
     fed_parts, aux_parts, row_norm, row_error = [], [], 0.0, 0.0
     for r0 in range(0, rows.shape[0], PREPARE_ROWS):
         chunk = rows[r0 : r0 + PREPARE_ROWS]
@@ -70,17 +72,17 @@ def prepare_kernel_layout(rows: torch.Tensor, metric: str, dtype: torch.dtype) -
         if metric == "cosine":  # zero rows: score 0 with everything, like the float64 oracle
             aux = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0).to(torch.float32)
         elif metric == "l2":
-            aux = (norms**2).to(torch.float32)
+            aux = (norms**2 - 2 * shift).to(torch.float32)
         else:
             aux = torch.zeros_like(norms, dtype=torch.float32)
         effective = _effective(wide, aux.to(torch.float64), metric)
-        exact = row_layout(chunk, metric, exponent)
+        exact = row_layout(chunk, metric, exponent, shift)
         row_norm = max(row_norm, float(torch.linalg.vector_norm(effective, dim=1).max()))
         row_error = max(row_error, float(torch.linalg.vector_norm(effective - exact, dim=1).max()))
         fed_parts.append(fed)
         aux_parts.append(aux)
-    return KernelLayout(torch.cat(fed_parts).contiguous(), torch.cat(aux_parts), metric, exponent, row_norm,
-                        row_error)
+    return KernelLayout(torch.cat(fed_parts).contiguous(), torch.cat(aux_parts), metric, exponent, shift,
+                        row_norm, row_error)
 
 
 def kernel_queries(x: torch.Tensor, layout: KernelLayout) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,8 +9,10 @@ How, without an N x V float64 matrix:
 1. Layouts. Each metric becomes "largest ``q . r_j``" over a query layout ``q`` and a row layout
    ``r`` whose ranking equals the float64 one: cosine ``q = x * 2^-e`` (any positive scale) and
    ``r_j = c_j / |c_j|``; dot ``q = x * 2^-e`` and ``r_j = c_j * 2^-k``; l2 ``q = [x * 2^-k, 1]``,
-   ``r_j = [c_j * 2^-k, -|c_j * 2^-k|^2 / 2]`` (``|x - c|^2 = |x|^2 - 2 q . r``). Powers of two keep
-   every row's largest entry in [1, 2), so no fp32 or bf16 pass overflows or underflows.
+   ``r_j = [c_j * 2^-k, m - |c_j * 2^-k|^2 / 2]`` (``|x - c|^2 = |x|^2 - 2 q . r`` up to the constant
+   ``m``, the table's mean of ``|c * 2^-k|^2 / 2``: subtracting it keeps the appended entry small,
+   so rounding it costs little). Powers of two keep every row's largest entry in [1, 2), so no
+   fp32 or bf16 pass overflows or underflows.
 2. Filter. One matmul pass over the codebook in the filter dtype (bf16 on CPUs with bf16 hardware:
    ~8x faster than fp32 there; fp32 elsewhere, under whatever global precision settings are in
    force) keeps the top :data:`CANDIDATES` scores per row.
@@ -106,15 +108,28 @@ def table_exponent(rows: torch.Tensor, metric: str) -> int:
     return math.frexp(amax)[1] - 1 if amax > 0 else 0
 
 
-def row_layout(rows: torch.Tensor, metric: str, exponent: int) -> torch.Tensor:
-    """float64 row layout ``[V, K]`` of ``rows`` ``[V, D]`` (module docstring, step 1)."""
+def _scaled(rows: torch.Tensor, exponent: int) -> torch.Tensor:
     r64 = rows.detach().to(torch.float64)
+    return torch.ldexp(r64, torch.tensor(-exponent, dtype=torch.float64, device=r64.device))
+
+
+def table_shift(rows: torch.Tensor, metric: str, exponent: int) -> float:
+    """``m`` of the l2 layout: the mean of ``|c * 2^-k|^2 / 2`` over the table (0 for other metrics)."""
+    if metric != "l2" or rows.shape[0] == 0:
+        return 0.0
+    total = sum(float((_scaled(rows[r0 : r0 + PREPARE_ROWS], exponent) ** 2).sum())
+                for r0 in range(0, rows.shape[0], PREPARE_ROWS))
+    return total / (2 * rows.shape[0])
+
+
+def row_layout(rows: torch.Tensor, metric: str, exponent: int, shift: float = 0.0) -> torch.Tensor:
+    """float64 row layout ``[V, K]`` of ``rows`` ``[V, D]`` (module docstring, step 1)."""
     if metric == "cosine":
-        return _unit_rows(r64)
-    r64 = torch.ldexp(r64, torch.tensor(-exponent, dtype=torch.float64, device=r64.device))
+        return _unit_rows(rows.detach().to(torch.float64))
+    r64 = _scaled(rows, exponent)
     if metric == "dot":
         return r64
-    return torch.cat([r64, -0.5 * (r64 * r64).sum(1, keepdim=True)], dim=1)
+    return torch.cat([r64, shift - 0.5 * (r64 * r64).sum(1, keepdim=True)], dim=1)
 
 
 def query_layout(x: torch.Tensor, metric: str, exponent: int) -> torch.Tensor:
@@ -135,6 +150,7 @@ class PreparedCodebook:
     Attributes:
         rows: ``[V, D]`` the original rows (dtype as given), used for the exact re-rank.
         metric: the metric the layout is for. exponent: ``k`` of the dot/l2 layouts.
+        shift: ``m`` of the l2 layout (0 otherwise).
         filter_rows: ``[V, K]`` the row layout in the filter dtype (K = D, or D + 1 for l2).
         row_norm: largest norm of a filter row. row_error: largest norm of (filter row - exact row).
     """
@@ -142,6 +158,7 @@ class PreparedCodebook:
     rows: torch.Tensor
     metric: str
     exponent: int
+    shift: float
     filter_rows: torch.Tensor
     row_norm: float
     row_error: float
@@ -168,16 +185,17 @@ def prepare_codebook(codebook: torch.Tensor, metric: str, filter_dtype: torch.dt
     rows = codebook.detach()
     dtype = filter_dtype or default_filter_dtype(rows.device)
     exponent = table_exponent(rows, metric)
+    shift = table_shift(rows, metric, exponent)
     parts, row_norm, row_error = [], 0.0, 0.0
     for r0 in range(0, rows.shape[0], PREPARE_ROWS):
-        exact = row_layout(rows[r0 : r0 + PREPARE_ROWS], metric, exponent)
+        exact = row_layout(rows[r0 : r0 + PREPARE_ROWS], metric, exponent, shift)
         fed = exact.to(dtype)
         wide = fed.to(torch.float64)
         row_norm = max(row_norm, float(torch.linalg.vector_norm(wide, dim=1).max()))
         row_error = max(row_error, float(torch.linalg.vector_norm(wide - exact, dim=1).max()))
         parts.append(fed)
     filter_rows = torch.cat(parts).contiguous() if parts else rows.new_empty((0, rows.shape[1]), dtype=dtype)
-    return PreparedCodebook(rows, metric, exponent, filter_rows, row_norm, row_error)
+    return PreparedCodebook(rows, metric, exponent, shift, filter_rows, row_norm, row_error)
 
 
 def filter_arithmetic(book: PreparedCodebook, device: torch.device) -> bounds.MatmulArithmetic:
@@ -270,7 +288,7 @@ def _margin(arithmetic, terms, fed_q, exact_q, row_norm, row_error, best, metric
 def _float64_stage(x: torch.Tensor, book: PreparedCodebook, codes_per_chunk: int) -> torch.Tensor:
     """Rows the filter could not settle: a float64 matmul filter, then a float64 scan if needed."""
     q = query_layout(x, book.metric, book.exponent)
-    layout = lambda chunk: row_layout(chunk, book.metric, book.exponent)  # noqa: E731
+    layout = lambda chunk: row_layout(chunk, book.metric, book.exponent, book.shift)  # noqa: E731
     val, pos = _top_candidates(q, book.rows, FLOAT64_CANDIDATES, min(codes_per_chunk, 4096), layout)
     margin = _margin(bounds.FLOAT64, q.shape[1], q, q, book.row_norm + book.row_error, 0.0, val[:, 0], book.metric)
     ids, unresolved = _rerank(x, book.rows, book.metric, val, pos, margin)

@@ -25,6 +25,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 LANGUAGE_MODEL_DIR = "language_model"
 FORMAT_VERSION = 1
+# Checkpoints written before these config fields existed: the plain ViT tower, and the VQ-VAE
+# baseline's codebook term at weight 1.
+LEGACY_DEFAULTS = {"vit_block": "plain", "codebook_loss_weight": 1.0}
 # What a Hub download fetches: never pickles, never unrelated files.
 HUB_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json",
                 "added_tokens.json", "spiece.model", "sentencepiece.bpe.model", f"{LANGUAGE_MODEL_DIR}/*"]
@@ -77,6 +80,9 @@ def read_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} has lqae_format_version={version!r}; this version of lqae-tokenizer reads {FORMAT_VERSION}"
         )
+    # Fields added since format 1 was first written take the meaning they had before they existed.
+    for name, before in LEGACY_DEFAULTS.items():
+        data.setdefault(name, before)
     return data
 
 

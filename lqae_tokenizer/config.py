@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CODEBOOK_VOCABULARIES = ("all", "words")
+VIT_BLOCKS = ("lqae", "plain")
 QUANTIZER_METRICS = ("cosine", "l2")
 QUANTIZERS = ("language", "learned")
 
@@ -21,7 +22,19 @@ class LQAEConfig:
     (its word-embedding table) and the hidden states the decoder reads.
 
     Presets: ``LQAEConfig.from_preset("paper")`` (ViT-B/16 at 256x256 over roberta-base, the paper's
-    run) and ``"tiny"`` (32x32, patch 8, two narrow layers: seconds on a CPU).
+    run, with the official code's ViT block) and ``"tiny"`` (32x32, patch 8, two narrow layers:
+    seconds on a CPU).
+
+    ``vit_block``: ``"lqae"`` is the official code's tower (NormFormer attention, gated MLP with a
+    depthwise 3x3 convolution, no final LayerNorm, pixels in [0, 1]; see :mod:`lqae_tokenizer.vit`),
+    ``"plain"`` a standard pre-LN ViT (the bundled demo's).
+
+    ``codebook_entropy_weight`` > 0 adds the official code's (unused) codebook entropy term: on
+    softmax(cosine / ``codebook_entropy_temperature``) assignments of a sample of
+    ``codebook_entropy_tokens`` encoder vectors to every allowed row, the mean per-vector entropy
+    minus the entropy of the batch-average assignment. Minimising it keeps each vector decided
+    while spreading the batch over the vocabulary (more distinct words). Ids stay word ids and the
+    LM still reads the real embedding rows; the paper's run has it off (0).
 
     Fields filled in when a tokenizer is built (``language_model_revision``, ``codebook_fingerprint``)
     pin the codebook so that a checkpoint cannot be loaded against a different embedding table.
@@ -29,7 +42,9 @@ class LQAEConfig:
     ``quantizer="learned"`` is the paper's VQ-VAE baseline: the same encoder and decoder around a
     trained codebook of ``learned_codebook_size`` rows (of the LM's width) and no language model in
     the path (the decoder reads the code vectors; no masking, no masked-LM term). Its ids are code
-    numbers, not words, so it has no text form.
+    numbers, not words, so it has no text form. Its loss is the official one: pixel MSE +
+    ``codebook_loss_weight`` x mse(q, sg(z)) + ``commitment_weight`` x mse(sg(q), z), where the
+    official code's two identical quantizer paths make these 2 and 2 x 0.25 = 0.5.
     """
 
     image_size: int = 256
@@ -52,6 +67,11 @@ class LQAEConfig:
     codebook_fingerprint: str | None = None
     quantizer: str = "language"
     learned_codebook_size: int = 1024
+    codebook_loss_weight: float = 2.0
+    vit_block: str = "lqae"
+    codebook_entropy_weight: float = 0.0
+    codebook_entropy_temperature: float = 0.01
+    codebook_entropy_tokens: int = 1024
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,7 +105,8 @@ class LQAEConfig:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio!r}")
         if not (0.0 <= self.mask_ratio < 1.0):
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio!r} (the paper uses 0.5)")
-        for name in ("pixel_loss_weight", "commitment_weight", "mlm_loss_weight"):
+        for name in ("pixel_loss_weight", "commitment_weight", "mlm_loss_weight", "codebook_loss_weight",
+                     "codebook_entropy_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.codebook_vocabulary not in CODEBOOK_VOCABULARIES:
@@ -94,6 +115,13 @@ class LQAEConfig:
             )
         if self.metric not in QUANTIZER_METRICS:
             raise ValueError(f"metric must be one of {QUANTIZER_METRICS}, got {self.metric!r}")
+        if self.vit_block not in VIT_BLOCKS:
+            raise ValueError(f"vit_block must be one of {VIT_BLOCKS}, got {self.vit_block!r}")
+        if not self.codebook_entropy_temperature > 0:
+            raise ValueError(f"codebook_entropy_temperature must be > 0, got {self.codebook_entropy_temperature!r}")
+        tokens = self.codebook_entropy_tokens
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+            raise ValueError(f"codebook_entropy_tokens must be a positive integer, got {tokens!r}")
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if self.quantizer == "learned":
@@ -136,13 +164,14 @@ class LQAEConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's run: ViT-B/16 encoder and decoder at 256x256 over frozen roberta-base, cosine
-    # search over the full vocabulary, mask ratio 0.5, commitment 0.01, masked-LM weight 1e-4.
+    # The paper's run: the official ViT-B/16 encoder and decoder at 256x256 over frozen
+    # roberta-base, cosine search over the full vocabulary, mask ratio 0.5, commitment 0.01,
+    # masked-LM weight 1e-4.
     "paper": {},
     # A CPU-sized model for tests and quick experiments: 16 tokens per image.
     "tiny": dict(
         image_size=32, patch_size=8, encoder_width=64, encoder_depth=2, encoder_heads=2,
-        decoder_width=64, decoder_depth=2, decoder_heads=2,
+        decoder_width=64, decoder_depth=2, decoder_heads=2, vit_block="plain",
     ),
     # The bundled demo: 32x32 images, patch 4 (64 tokens), small ViTs, over the real pretrained
     # all-MiniLM-L6-v2 (no MLM head, so that term is off) with a whole-word codebook.
@@ -150,11 +179,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=32, patch_size=4, encoder_width=128, encoder_depth=4, encoder_heads=4,
         decoder_width=128, decoder_depth=4, decoder_heads=4,
         language_model="sentence-transformers/all-MiniLM-L6-v2", codebook_vocabulary="words", mlm_loss_weight=0.0,
+        vit_block="plain",
     ),
 }
 # The VQ-VAE baseline of the demo's size (the ablation's arm c): same encoder and decoder, a learned
-# 1,024-row codebook of MiniLM's width (384), l2 search, the usual VQ-VAE commitment weight 0.25.
+# 1,024-row codebook of MiniLM's width (384), l2 search, the official VQAE loss weights (codebook
+# term 2, commitment 0.5: the official quantizer loss is computed on two identical paths).
 PRESETS["demo-vqvae"] = dict(
     PRESETS["demo"], quantizer="learned", learned_codebook_size=1024, metric="l2", mask_ratio=0.0,
-    commitment_weight=0.25,
+    commitment_weight=0.5, codebook_loss_weight=2.0,
 )

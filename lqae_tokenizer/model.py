@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import LQAEConfig
 from .language_model import FrozenLanguageModel
-from .quantizer import LanguageQuantizer, codebook_usage
+from .quantizer import LanguageQuantizer, codebook_entropy, codebook_usage
 from .vit import ImageDecoder, ImageEncoder
 
 
@@ -24,7 +24,8 @@ class LQAEOutput:
     """What one training forward returns.
 
     reconstruction ``[B, 3, H, W]`` (unclamped pixel scale); ids ``[B, N]`` int64; every loss
-    term a scalar (``codebook_loss`` is zero unless the codebook is learned); ``codebook_usage`` the
+    term a scalar (``codebook_loss`` is zero unless the codebook is learned, ``entropy_loss`` unless
+    ``codebook_entropy_weight`` > 0: both unweighted); ``codebook_usage`` the
     fraction of codebook rows used in the batch and ``perplexity`` the exponential entropy of the
     batch's id histogram.
     """
@@ -38,6 +39,7 @@ class LQAEOutput:
     codebook_usage: torch.Tensor
     perplexity: torch.Tensor
     codebook_loss: torch.Tensor
+    entropy_loss: torch.Tensor
 
 
 def _dtype_of(module: nn.Module) -> torch.dtype:
@@ -69,15 +71,18 @@ class LQAEModel(nn.Module):
         self.config = config
         width = language_model.hidden_size
         self.encoder = ImageEncoder(config.image_size, config.patch_size, config.encoder_width,
-                                    config.encoder_depth, config.encoder_heads, config.mlp_ratio, width)
+                                    config.encoder_depth, config.encoder_heads, config.mlp_ratio, width,
+                                    config.vit_block)
         self.decoder = ImageDecoder(config.image_size, config.patch_size, config.decoder_width,
-                                    config.decoder_depth, config.decoder_heads, config.mlp_ratio, width)
+                                    config.decoder_depth, config.decoder_heads, config.mlp_ratio, width,
+                                    config.vit_block)
         self.quantizer = LanguageQuantizer(allowed_ids, config.metric)
         self.learned = config.quantizer == "learned"
-        # The VQ-VAE baseline's own codebook, initialised at the scale of an untrained LM's table.
+        # The VQ-VAE baseline's own codebook, initialised as the official VQAE's: N(0, 1/width)
+        # (flax variance_scaling(1, "fan_in", "normal") on a [K, width] table).
         self.codebook = nn.Embedding(config.learned_codebook_size, width) if self.learned else None
         if self.codebook is not None:
-            nn.init.trunc_normal_(self.codebook.weight, std=0.02)
+            nn.init.normal_(self.codebook.weight, std=width**-0.5)
         self.language_model = language_model
         self.mask_token_id = mask_token_id
         self.mlm_enabled = config.mlm_loss_weight > 0 and language_model.has_trained_head and not self.learned
@@ -145,6 +150,19 @@ class LQAEModel(nn.Module):
             raise ValueError(f"layers {list(layers)} out of range: the LM has {len(states)} hidden states "
                              f"(embeddings + {len(states) - 1} layers)") from err
 
+    def probe_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels ``[B, 3, H, W]`` -> the official linear-probe representation ``[B, F]``: every
+        encoder block's output and every LM hidden state (no masking), each mean-pooled over the
+        tokens, concatenated. (The official code averages tokens 1..N-1, a habit from CLS-token
+        models; these towers have no CLS token, so all N are averaged.)"""
+        encoder_layers = self.encoder.layer_outputs(pixels.to(_dtype_of(self.encoder)))  # each [B, N, W]
+        pooled = [h.float().mean(dim=1) for h in encoder_layers]
+        if not self.learned:
+            z = self.encoder.to_codebook(encoder_layers[-1])
+            ids = self.quantizer.search(z, self.codebook_table)
+            pooled += [h.float().mean(dim=1) for h in self.language_model.all_hidden_states(self.embed(ids))]
+        return torch.cat(pooled, dim=1)
+
     # -- training forward -----------------------------------------------------------------------
     def forward(self, pixels: torch.Tensor, mask_ratio: float | None = None,
                 generator: torch.Generator | None = None, mask: torch.Tensor | None = None) -> LQAEOutput:
@@ -175,16 +193,31 @@ class LQAEModel(nn.Module):
         reconstruction = self.decoder(hidden.to(_dtype_of(self.decoder)))
         pixel_loss = F.mse_loss(reconstruction.float(), pixels.float())
         mlm_loss = self._mlm_loss(hidden, quantized.ids, masked)
+        entropy = self._entropy_loss(z, embeddings, generator)
         c = self.config
         loss = (c.pixel_loss_weight * pixel_loss + c.commitment_weight * quantized.commitment_loss.float()
-                + c.mlm_loss_weight * mlm_loss)
+                + c.mlm_loss_weight * mlm_loss + c.codebook_entropy_weight * entropy)
         usage, perplexity = codebook_usage(quantized.ids, self.codebook_size)
         return LQAEOutput(reconstruction, quantized.ids, loss, pixel_loss, quantized.commitment_loss.float(),
-                          mlm_loss, usage, perplexity, quantized.codebook_loss)
+                          mlm_loss, usage, perplexity, quantized.codebook_loss, entropy)
+
+    def _entropy_loss(self, z: torch.Tensor, embeddings: torch.Tensor,
+                      generator: torch.Generator | None) -> torch.Tensor:
+        """The codebook entropy term on a random sample of the batch's encoder vectors (0 when off)."""
+        c = self.config
+        if c.codebook_entropy_weight == 0 or not torch.is_grad_enabled():
+            return z.new_zeros((), dtype=torch.float32)
+        flat = z.reshape(-1, z.shape[-1])  # [B*N, H]
+        if flat.shape[0] > c.codebook_entropy_tokens:
+            pick = torch.randperm(flat.shape[0], generator=generator, device=generator.device if generator else "cpu")
+            flat = flat[pick[: c.codebook_entropy_tokens].to(flat.device)]
+        rows = embeddings.detach()[self.quantizer.allowed_ids]  # [K, H], never trained by this term
+        return codebook_entropy(flat, rows, c.codebook_entropy_temperature)
 
     def _vqvae_forward(self, pixels: torch.Tensor, quantized, mask: torch.Tensor | None) -> LQAEOutput:
         """The VQ-VAE baseline: decoder on the straight-through code vectors, loss = pixel MSE +
-        codebook loss + commitment_weight x commitment loss (van den Oord et al., 2017)."""
+        codebook_loss_weight x codebook loss + commitment_weight x commitment loss (van den Oord et
+        al., 2017; the official VQAE's weights are 2 and 0.5)."""
         if mask is not None and bool(mask.any()):
             raise ValueError("a learned codebook (VQ-VAE) has no language model to read masked tokens; "
                              "train it with mask_ratio=0")
@@ -192,11 +225,12 @@ class LQAEModel(nn.Module):
         pixel_loss = F.mse_loss(reconstruction.float(), pixels.float())
         c = self.config
         commitment = quantized.commitment_loss.float()
-        loss = c.pixel_loss_weight * pixel_loss + quantized.codebook_loss + c.commitment_weight * commitment
+        loss = (c.pixel_loss_weight * pixel_loss + c.codebook_loss_weight * quantized.codebook_loss
+                + c.commitment_weight * commitment)
         usage, perplexity = codebook_usage(quantized.ids, self.codebook_size)
         zero = pixel_loss.new_zeros(())
         return LQAEOutput(reconstruction, quantized.ids, loss, pixel_loss, commitment, zero, usage, perplexity,
-                          quantized.codebook_loss)
+                          quantized.codebook_loss, zero)
 
     def _mlm_loss(self, hidden: torch.Tensor, ids: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the LM head at masked positions against the encoder's own ids."""

@@ -100,3 +100,26 @@ def codebook_usage(ids: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor,
     p = counts.float() / counts.sum()
     perplexity = torch.exp(-(p * p.log()).sum())
     return torch.tensor(counts.numel() / codebook_size, dtype=torch.float32), perplexity
+
+
+def codebook_entropy(z: torch.Tensor, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The official code's codebook entropy term (``entropy_loss_fn``, softmax type), float32 scalar.
+
+    Args:
+        z: ``[M, H]`` encoder vectors (gradients flow to them). rows: ``[K, H]`` codebook rows
+            (constants). temperature: softmax temperature of the affinities.
+
+    Affinity = -(squared distance of the l2-normalised vectors) = 2 cos - 2, as in the official
+    code; ``p = softmax(affinity / temperature)`` over the K rows. Returns mean entropy of ``p``
+    minus the entropy of the mean ``p``: low when each vector picks one row decisively and the
+    sample as a whole spreads over many rows.
+    """
+    zn = F.normalize(z.float(), dim=-1)
+    cn = F.normalize(rows.float(), dim=-1)
+    logits = (2.0 * (zn @ cn.t()) - 2.0) / temperature  # [M, K]
+    log_p = F.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    sample_entropy = -(p * log_p).sum(-1).mean()
+    mean_p = p.mean(0)
+    average_entropy = -(mean_p * torch.log(mean_p + 1e-5)).sum()
+    return sample_entropy - average_entropy

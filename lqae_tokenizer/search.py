@@ -209,32 +209,34 @@ class Codebook:
         else:  # the op's kernel slots are unused on the torch path
             kernel_rows, aux, knorm, kerror = book.filter_rows, book.filter_rows.new_empty(0, dtype=torch.float32), 0.0, 0.0
         positions = torch.ops.lqae.nearest_code(
-            x.detach(), book.rows, book.filter_rows, kernel_rows, aux, book.exponent, book.row_norm,
+            x.detach(), book.rows, book.filter_rows, kernel_rows, aux, book.exponent, book.shift, book.row_norm,
             book.row_error, knorm, kerror, self.metric, chosen, precision, memory_budget)
         return positions if self.allowed_ids is None else self.allowed_ids[positions]
 
 
 @torch.library.custom_op("lqae::nearest_code", mutates_args=())
 def _nearest_code_op(x: torch.Tensor, rows: torch.Tensor, filter_rows: torch.Tensor, kernel_rows: torch.Tensor,
-                     aux: torch.Tensor, exponent: int, row_norm: float, row_error: float, kernel_row_norm: float,
+                     aux: torch.Tensor, exponent: int, shift: float, row_norm: float, row_error: float,
+                     kernel_row_norm: float,
                      kernel_row_error: float, metric: str, backend: str, precision: str,
                      memory_budget: int) -> torch.Tensor:
     """Positions ``[N]`` into ``rows``; see :meth:`Codebook.search`. Inputs are the prepared layouts."""
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or infinity; nearest-code search needs finite queries")
-    book = reference.PreparedCodebook(rows, metric, exponent, filter_rows, row_norm, row_error)
+    book = reference.PreparedCodebook(rows, metric, exponent, shift, filter_rows, row_norm, row_error)
     # The error bounds assume the arithmetic asked for: an enclosing autocast (mixed-precision
     # training, bf16 inference) would silently turn the fp32/fp64 matmuls into bf16 ones.
     with torch.autocast(x.device.type, enabled=False):
         if backend == "triton":
-            layout = kernel_layout.KernelLayout(kernel_rows, aux, metric, exponent, kernel_row_norm, kernel_row_error)
+            layout = kernel_layout.KernelLayout(kernel_rows, aux, metric, exponent, shift, kernel_row_norm,
+                                                kernel_row_error)
             return _search_triton(x, book, layout, precision, memory_budget)
         return reference.nearest_code_torch(x, book, memory_budget=memory_budget)
 
 
 @_nearest_code_op.register_fake
-def _(x, rows, filter_rows, kernel_rows, aux, exponent, row_norm, row_error, kernel_row_norm, kernel_row_error,
-      metric, backend, precision, memory_budget):
+def _(x, rows, filter_rows, kernel_rows, aux, exponent, shift, row_norm, row_error, kernel_row_norm,
+      kernel_row_error, metric, backend, precision, memory_budget):
     return x.new_empty((x.shape[0],), dtype=torch.long)
 
 

@@ -360,14 +360,24 @@ class ImageTokenizer:
         return self._text.tokens_to_ids(tokens)
 
     # -- features -------------------------------------------------------------------------------------
-    def features(self, images: Any, *, layers: Sequence[int] | None = None, do_resize: bool = True,
+    def features(self, images: Any, *, layers: Sequence[int] | str | None = None, do_resize: bool = True,
                  batch_size: int = 64) -> torch.Tensor:
-        """Mean-pooled hidden states of the frozen LM on the images' ids: float32 ``[B, H]`` (CPU).
-        (For a learned codebook, the mean of the code vectors.)
+        """Probe features of images, float32 on the CPU.
 
-        ``layers`` (default: the last) picks hidden states to average first: indices into
-        (embedding output, layer 1, ..., layer L), negative from the end, e.g. ``(-1, -2, -3, -4)``.
+        ``layers``:
+          - ``None`` (default): mean-pooled last LM hidden states of the images' ids, ``[B, H]``
+            (for a learned codebook, the mean code vector);
+          - a sequence of indices into (embedding output, layer 1, ..., layer L), negative from the
+            end, e.g. ``(-1, -2, -3, -4)``: those hidden states averaged, then mean-pooled, ``[B, H]``;
+          - ``"all"``: the official code's linear-probe representation: every encoder block's output
+            and every LM hidden state (embeddings + L layers), each mean-pooled over the tokens, then
+            concatenated: ``[B, encoder_depth * encoder_width + (L + 1) * H]`` (25 x 768 = 19,200 for
+            the paper preset; a learned codebook has no LM, so only the encoder blocks).
         """
+        if isinstance(layers, str):
+            if layers != "all":
+                raise ValueError(f"layers must be None, 'all' or a sequence of ints, got {layers!r}")
+            return self._all_layer_features(images, do_resize, batch_size)
         ids = self._encode_tensor(images, do_resize, batch_size)
         chosen = None if layers is None else tuple(int(i) for i in layers)
         out = []
@@ -375,4 +385,12 @@ class ImageTokenizer:
             for s in range(0, ids.shape[0], batch_size):
                 hidden = self.model.hidden_states(self._to_device(ids[s : s + batch_size]), chosen)  # [b, N, H]
                 out.append(hidden.float().mean(dim=1))
+        return torch.cat(out).cpu()
+
+    def _all_layer_features(self, images: Any, do_resize: bool, batch_size: int) -> torch.Tensor:
+        pixels = prepare_batch(images, self.image_size, do_resize=do_resize)
+        out = []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, pixels.shape[0], batch_size):
+                out.append(self.model.probe_features(self._to_device(pixels[start : start + batch_size])).float())
         return torch.cat(out).cpu()

@@ -148,7 +148,7 @@ def test_score_tile_respects_memory_budget():
 
 def _op_args(book: Codebook, x: torch.Tensor, backend: str = "torch"):
     b = book._book
-    return (x, b.rows, b.filter_rows, b.filter_rows, torch.empty(0), b.exponent, b.row_norm, b.row_error, 0.0, 0.0,
+    return (x, b.rows, b.filter_rows, b.filter_rows, torch.empty(0), b.exponent, b.shift, b.row_norm, b.row_error, 0.0, 0.0,
             book.metric, backend, "tf32", reference.DEFAULT_MEMORY_BUDGET)
 
 

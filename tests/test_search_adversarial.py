@@ -53,24 +53,33 @@ def _distance64(x: torch.Tensor, rows: torch.Tensor, metric: str) -> torch.Tenso
 def near_tie_problem(n: int, v: int, d: int, metric: str, seed: int, gaps=(1e-9, 1e-3), query_scale=1.0):
     """Queries each with two codes (ids in random order) whose float64 distances differ by a
     relative gap drawn log-uniformly from ``gaps``: from far inside fp32's rounding (1e-9) to far
-    inside bf16's (1e-3), always far outside float64's. ``query_scale`` < 1 makes l2 queries short
-    next to the codes, so the ``|c|^2`` term dominates the scores."""
+    inside bf16's (1e-3), always far outside float64's. The two codes point in unrelated directions,
+    so their rounding errors are independent. ``query_scale`` < 1 makes l2 queries short next to
+    the codes, so the ``|c|^2`` term dominates the scores."""
     g = torch.Generator().manual_seed(seed)
     book = torch.randn(v, d, generator=g, dtype=torch.float64)
     x = torch.empty(n, d, dtype=torch.float64)
     low, high = math.log(gaps[0]), math.log(gaps[1])
     for i in range(n):
         a, b = torch.randperm(v, generator=g)[:2].tolist()
-        x[i] = (book[a] + 0.05 * torch.randn(d, generator=g, dtype=torch.float64)) * query_scale
-        direction = torch.randn(d, generator=g, dtype=torch.float64)
-        base = _distance64(x[i : i + 1], book[a : a + 1], metric)
-        probe = book[a] + 1e-3 * direction
-        slope = (_distance64(x[i : i + 1], probe[None], metric) - base) / 1e-3
-        scale = {"cosine": 1.0, "dot": float(x[i].norm() * book[a].norm()), "l2": float(book[a].norm() ** 2)}[metric]
+        q = (book[a] + 0.05 * torch.randn(d, generator=g, dtype=torch.float64)) * query_scale
+        x[i] = q
         gap = math.exp(low + (high - low) * torch.rand(1, generator=g).item())
-        step = gap * scale / max(abs(float(slope)), 1e-12)
-        sign = 1.0 if torch.rand(1, generator=g).item() < 0.5 else -1.0
-        book[b] = book[a] + sign * step * direction
+        sign = 1.0 if torch.rand(1, generator=g).item() < 0.5 else -1.0  # which of a, b wins
+        other = torch.randn(d, generator=g, dtype=torch.float64)
+        if metric == "l2":
+            target = float(((q - book[a]) ** 2).sum()) + sign * gap * float(book[a].norm() ** 2)
+            book[b] = q + other / other.norm() * math.sqrt(target)
+        elif metric == "dot":
+            target = float(q @ book[a]) - sign * gap * float(q.norm() * book[a].norm())
+            start = book[a].norm() * other / other.norm()
+            book[b] = start + (target - float(q @ start)) / float(q @ q) * q
+        else:
+            unit = q / q.norm()
+            cos_a = float(unit @ book[a] / book[a].norm())
+            cos_t = cos_a - sign * gap
+            ortho = other - (other @ unit) * unit
+            book[b] = book[a].norm() * (cos_t * unit + math.sqrt(1 - cos_t**2) * ortho / ortho.norm())
     return x.float(), book.float()
 
 

@@ -2,7 +2,7 @@
 
 from .fewshot import Episode, build_prompt, nearest_class_mean_accuracy, sample_episodes, score_labels
 from .metrics import codebook_statistics, mse, psnr, ssim
-from .probe import linear_probe
+from .probe import LARS, linear_probe, official_linear_probe
 
 __all__ = ["Episode", "build_prompt", "nearest_class_mean_accuracy", "sample_episodes", "score_labels",
-           "codebook_statistics", "mse", "psnr", "ssim", "linear_probe"]
+           "codebook_statistics", "mse", "psnr", "ssim", "linear_probe", "official_linear_probe", "LARS"]

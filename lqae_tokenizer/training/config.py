@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import LQAEConfig
+
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 REPORT_TO = ("none", "tensorboard")
+WEIGHT_DECAY_SCOPES = ("all", "matrices")
 
 
 @dataclass
@@ -36,9 +39,12 @@ class OptimConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     weight_decay: float = 5e-4
+    # "all": every trainable parameter decays (the official code: its no-decay list is never used);
+    # "matrices": biases, norms, position embeddings and a learned codebook are exempt.
+    weight_decay_scope: str = "all"
     warmup_epochs: float = 5.0
     warmup_steps: int | None = None  # overrides warmup_epochs when set
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 0.0  # 0 = no clipping (the official clip_gradient=1e9)
     max_consecutive_bad_steps: int = 5  # abort after this many non-finite losses in a row
 
 
@@ -65,16 +71,21 @@ class RunConfig:
     hub_token: str | None = None
 
 
-@dataclass
-class ModelOverrides:
-    preset: str = "paper"  # LQAEConfig preset the model starts from
-    language_model: str | None = None
-    codebook_vocabulary: str | None = None
-    mask_ratio: float | None = None
-    mlm_loss_weight: float | None = None
-    commitment_weight: float | None = None
-    quantizer: str | None = None  # "language" (LQAE) or "learned" (the VQ-VAE baseline)
-    learned_codebook_size: int | None = None
+# Every LQAEConfig field can be set from a config file (or the few flags of lqae-train) on top of the
+# model preset; None keeps the preset's value. The image size is the data section's resolution, and
+# the codebook fingerprint is computed, never set.
+_NOT_SETTABLE = ("image_size", "codebook_fingerprint")
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(LQAEConfig) if f.name not in _NOT_SETTABLE)
+ModelOverrides = dataclasses.make_dataclass(
+    "ModelOverrides",
+    [("preset", str, field(default="paper"))] + [(name, Any, field(default=None)) for name in MODEL_FIELDS],
+)
+ModelOverrides.__doc__ = "The LQAEConfig preset the model starts from and per-field overrides (None: the preset's)."
+
+
+def model_overrides(m) -> dict[str, Any]:
+    """The overrides of a ModelOverrides that are set."""
+    return {name: getattr(m, name) for name in MODEL_FIELDS if getattr(m, name) is not None}
 
 
 @dataclass
@@ -93,6 +104,10 @@ class TrainConfig:
         r, d, o = self.run, self.data, self.optim
         if r.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {r.mixed_precision!r}")
+        if o.weight_decay_scope not in WEIGHT_DECAY_SCOPES:
+            raise ValueError(f"weight_decay_scope must be one of {WEIGHT_DECAY_SCOPES}, got {o.weight_decay_scope!r}")
+        if not o.max_grad_norm >= 0:
+            raise ValueError(f"max_grad_norm must be >= 0 (0 = no clipping), got {o.max_grad_norm!r}")
         if r.report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {REPORT_TO}, got {r.report_to!r}")
         for name, value in (("train_batch_size", r.train_batch_size), ("gradient_accumulation_steps",
@@ -118,14 +133,16 @@ class TrainConfig:
 
 
 TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # The official run: AdamW (0.9, 0.95), wd 5e-4, lr 1.5e-4 x batch/256, 5 warm-up epochs, cosine
-    # to 0, batch 512, 100 epochs, seed 42, 256x256 RandomResizedCrop(0.2-1, bicubic) + flip.
+    # The official run: AdamW (0.9, 0.95), wd 5e-4 on every parameter, no gradient clipping, lr
+    # 1.5e-4 x batch/256, 5 warm-up epochs, cosine to 0, batch 512, 100 epochs, seed 42, 256x256
+    # RandomResizedCrop(0.2-1, bicubic) + flip.
     "paper": {"model": {"preset": "paper"}},
     # CPU-sized: 32x32 images, the tiny model, a higher rate and a short warm-up.
     "tiny": {
         "model": {"preset": "tiny"},
         "data": {"resolution": 32, "dataloader_num_workers": 0, "validation_images": 16},
-        "optim": {"base_learning_rate": 2e-3, "warmup_steps": 20},
+        "optim": {"base_learning_rate": 2e-3, "warmup_steps": 20, "max_grad_norm": 1.0,
+                  "weight_decay_scope": "matrices"},
         "run": {"train_batch_size": 32, "num_train_epochs": 10.0, "checkpointing_steps": 100,
                 "validation_steps": 100, "log_every": 5},
     },
@@ -133,7 +150,8 @@ TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {
         "model": {"preset": "demo"},
         "data": {"resolution": 32, "min_crop_scale": 0.6, "dataloader_num_workers": 1, "validation_images": 64},
-        "optim": {"learning_rate": 1e-3, "warmup_steps": 200, "weight_decay": 0.05},
+        "optim": {"learning_rate": 1e-3, "warmup_steps": 200, "weight_decay": 0.05, "max_grad_norm": 1.0,
+                  "weight_decay_scope": "matrices"},
         "run": {"train_batch_size": 64, "max_train_steps": 6000, "checkpointing_steps": 500,
                 "validation_steps": 500, "log_every": 20, "checkpoints_total_limit": 2},
     },

@@ -11,7 +11,8 @@ from .config import OptimConfig
 
 
 def build_optimizer(modules: dict[str, nn.Module], config: OptimConfig, lr: float) -> torch.optim.AdamW:
-    """AdamW over the trainable modules; no weight decay on biases, norms, position embeddings and a
+    """AdamW over the trainable modules. ``config.weight_decay_scope``: ``"all"`` decays every
+    parameter (the official code); ``"matrices"`` exempts biases, norms, position embeddings and a
     learned codebook (its rows must follow the encoder's outputs, not shrink towards zero)."""
     decay, no_decay = [], []
     for module in modules.values():
@@ -19,7 +20,7 @@ def build_optimizer(modules: dict[str, nn.Module], config: OptimConfig, lr: floa
             if not p.requires_grad:
                 continue
             exempt = p.dim() < 2 or "position" in name or isinstance(module, nn.Embedding)
-            (no_decay if exempt else decay).append(p)
+            (no_decay if exempt and config.weight_decay_scope == "matrices" else decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(config.adam_beta1, config.adam_beta2))
 

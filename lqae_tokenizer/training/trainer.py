@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from ..config import LQAEConfig
 from ..tokenizer import ImageTokenizer
 from . import checkpoints
-from .config import TrainConfig
+from .config import TrainConfig, model_overrides
 from .data import ImageFiles, ResumableSampler, collate, list_images, token_masks
 from .distributed import DistributedContext
 from .errors import TrainingAborted
@@ -50,12 +50,8 @@ def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer
     torch.manual_seed(config.run.seed)
     if config.run.init_from:
         return ImageTokenizer.from_pretrained(config.run.init_from, device=device)
-    m = config.model
-    overrides = {k: v for k, v in (("language_model", m.language_model), ("codebook_vocabulary", m.codebook_vocabulary),
-                                   ("mask_ratio", m.mask_ratio), ("mlm_loss_weight", m.mlm_loss_weight),
-                                   ("commitment_weight", m.commitment_weight), ("quantizer", m.quantizer),
-                                   ("learned_codebook_size", m.learned_codebook_size)) if v is not None}
-    lqae = LQAEConfig.from_preset(m.preset, image_size=config.data.resolution, **overrides)
+    lqae = LQAEConfig.from_preset(config.model.preset, image_size=config.data.resolution,
+                                  **model_overrides(config.model))
     return ImageTokenizer(lqae, device=device)
 
 
@@ -249,8 +245,8 @@ class Trainer:
                 with self.autocast():
                     out = self.forward_model(pixels, mask=masks)
                 self.scaler.scale(out.loss / accum).backward()
-            for key in ("loss", "pixel_loss", "commitment_loss", "mlm_loss", "codebook_loss", "codebook_usage",
-                        "perplexity"):
+            for key in ("loss", "pixel_loss", "commitment_loss", "mlm_loss", "codebook_loss", "entropy_loss",
+                        "codebook_usage", "perplexity"):
                 sums[key] = sums.get(key, 0.0) + float(getattr(out, key).detach()) / accum
         self.scaler.unscale_(self.optimizer)
         params = self.model.trainable_parameters()

@@ -1,0 +1,142 @@
+"""Build the photo tokenizer's training crops from Debian's wallpaper and image packages.
+
+    sudo apt-get install -y --no-install-recommends gnome-backgrounds mate-backgrounds ukui-wallpapers \
+        plasma-workspace-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
+        sway-backgrounds visp-images-data imagemagick-6-doc
+    python examples/prepare_photos.py photo-data [--crops-per-image 160 --size 96]
+
+Writes ``photo-data/train/*.png`` (random square crops at areas from 1% to 100% of each source,
+resized to ``--size`` pixels; the trainer then takes RandomResizedCrop(0.6-1) + flips of them to
+its resolution), ``photo-data/val/*.png`` (a few crops of held-back sources) and
+``photo-data/SOURCES.md``: every source file used, with its package, version and licence.
+
+Which files count as photographs or photo-like art: raster images (png, jpg, jpeg, webp) whose short
+side is at least 256 pixels and that have many colours (a 64x64 thumbnail with at least 1,500
+distinct colours: drawings, logos, charts and calibration patterns have far fewer). The same
+wallpaper shipped at several resolutions is used once, at its largest. OpenCV's ``opencv-doc`` and
+scikit-image's sample photos are never used: they are the held-out evaluation set
+(``examples/evaluate_photos.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import re
+import subprocess
+from pathlib import Path
+
+from PIL import Image
+
+PACKAGES = ("gnome-backgrounds", "mate-backgrounds", "ukui-wallpapers", "plasma-workspace-wallpapers",
+            "lomiri-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "sway-backgrounds",
+            "visp-images-data", "imagemagick-6-doc")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MIN_SIDE = 256
+MIN_COLOURS = 1500
+VALIDATION_EVERY = 12  # every 12th source (in sorted order) is held back for validation crops
+Image.MAX_IMAGE_PIXELS = 80_000_000  # the largest wallpapers are ~8K x 5K
+
+
+def package_info(package: str) -> tuple[str, str, list[Path]] | None:
+    """(version, licences, files) of an installed Debian package, or None when it is not installed."""
+    try:
+        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+        listing = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True, check=True).stdout
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None
+    copyright_file = Path(f"/usr/share/doc/{package}/copyright")
+    licences = "see /usr/share/doc/" + package + "/copyright"
+    if copyright_file.is_file():
+        found = sorted(set(re.findall(r"^License:\s*(\S.*)$", copyright_file.read_text(errors="replace"), re.M)))
+        licences = ", ".join(found) or licences
+    files = [Path(line) for line in listing.splitlines() if Path(line).suffix.lower() in SUFFIXES]
+    return version, licences, [f for f in files if f.is_file()]
+
+
+def is_photo_like(image: Image.Image) -> bool:
+    if min(image.size) < MIN_SIDE:
+        return False
+    thumbnail = image.convert("RGB").resize((64, 64), Image.BILINEAR)
+    return len(set(thumbnail.getdata())) >= MIN_COLOURS
+
+
+def wallpaper_key(path: Path) -> str:
+    """Files that are one wallpaper at several resolutions share a key (their folder above the size)."""
+    if re.fullmatch(r"\d+x\d+", path.parent.name):  # .../<Name>/contents/images/1920x1080.jpg
+        return str(path.parent.parent)
+    return str(path.with_suffix(""))
+
+
+def collect_sources() -> list[tuple[Path, str, str, str]]:
+    """(path, package, version, licences) of every photo-like source, largest per wallpaper."""
+    best: dict[str, tuple[int, Path, str, str, str]] = {}
+    for package in PACKAGES:
+        info = package_info(package)
+        if info is None:
+            print(f"skipping {package}: not installed")
+            continue
+        version, licences, files = info
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    image.load()
+                    if not is_photo_like(image):
+                        continue
+                    pixels = image.size[0] * image.size[1]
+            except (OSError, ValueError, Image.DecompressionBombError):
+                continue
+            key = wallpaper_key(path)
+            if key not in best or pixels > best[key][0]:
+                best[key] = (pixels, path, package, version, licences)
+    return [(p, pkg, ver, lic) for _, p, pkg, ver, lic in sorted(best.values(), key=lambda item: str(item[1]))]
+
+
+def random_crops(image: Image.Image, count: int, size: int, rng: random.Random) -> list[Image.Image]:
+    """Square crops covering 1% to 100% of the image's area (log-uniform), random flips, resized."""
+    w, h = image.size
+    crops = []
+    for _ in range(count):
+        side = int(min(w, h) * (10 ** rng.uniform(-1.0, 0.0)))  # 10% to 100% of the short side
+        side = max(size // 2, min(side, w, h))
+        x, y = rng.randint(0, w - side), rng.randint(0, h - side)
+        crop = image.crop((x, y, x + side, y + side)).resize((size, size), Image.BICUBIC)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        crops.append(crop)
+    return crops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--crops-per-image", type=int, default=160)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    sources = collect_sources()
+    if not sources:
+        raise SystemExit("no source images found: install the packages listed in this script's docstring")
+    rng = random.Random(args.seed)
+    (args.output / "train").mkdir(parents=True, exist_ok=True)
+    (args.output / "val").mkdir(parents=True, exist_ok=True)
+    lines = ["# Photo training sources", "", "| file | package | version | licence | use |", "|---|---|---|---|---|"]
+    counts = {"train": 0, "val": 0}
+    for i, (path, package, version, licences) in enumerate(sources):
+        split = "val" if i % VALIDATION_EVERY == VALIDATION_EVERY - 1 else "train"
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        count = args.crops_per_image if split == "train" else 8
+        stem = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+        for j, crop in enumerate(random_crops(rgb, count, args.size, rng)):
+            crop.save(args.output / split / f"{stem}_{j:04d}.png")
+        counts[split] += count
+        lines.append(f"| {path} | {package} | {version} | {licences} | {split} |")
+    (args.output / "SOURCES.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{len(sources)} sources -> {counts['train']} training and {counts['val']} validation crops in {args.output}")
+
+
+if __name__ == "__main__":
+    main()
