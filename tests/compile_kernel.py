@@ -50,6 +50,8 @@ def compile_variant(capability: int, dtype: str, config, metric: str, precision:
 
 
 def main(capabilities: list[int]) -> None:
+    configs = {size: [c.kwargs for c in cs] for size, cs in kernel.AUTOTUNE_CONFIGS.items()}
+    print(json.dumps({"autotune_configs": configs}), flush=True)
     for capability in capabilities:
         for dtype in TYPES:
             configs = kernel.AUTOTUNE_CONFIGS[SIZES[dtype]]

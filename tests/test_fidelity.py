@@ -50,7 +50,7 @@ def test_official_block_mixes_only_neighbouring_patches_in_its_mlp():
     mlp = GatedConvMLP(width=8, hidden=16, grid=5)
     x = torch.randn(1, 25, 8)
     poked = x.clone()
-    poked[0, 12] += 1.0  # the centre patch (2, 2)
+    poked[0, 12] += torch.randn(8)  # the centre patch (2, 2); not a constant shift, which LayerNorm removes
     changed = (mlp(poked) - mlp(x)).abs().sum(-1).view(5, 5) > 1e-6
     expected = torch.zeros(5, 5, dtype=torch.bool)
     expected[1:4, 1:4] = True  # the 3x3 depthwise convolution's reach

@@ -37,7 +37,8 @@ def test_forward_loss_terms_and_gradients_reach_the_codebook(roberta_lm_dir):
     out = model(pixels)
     out.loss.backward()
     c = model.config
-    expected = out.pixel_loss + out.codebook_loss + c.commitment_weight * out.commitment_loss
+    expected = out.pixel_loss + c.codebook_loss_weight * out.codebook_loss + c.commitment_weight * out.commitment_loss
+    assert c.codebook_loss_weight == 2.0  # the official VQAE weight (two identical quantizer paths)
     assert torch.allclose(out.loss, expected)
     assert out.codebook_loss > 0 and torch.allclose(out.codebook_loss, out.commitment_loss)  # same value, other side
     assert float(out.mlm_loss) == 0.0
