@@ -3,7 +3,7 @@
     sudo apt-get install -y --no-install-recommends gnome-backgrounds mate-backgrounds ukui-wallpapers \
         plasma-workspace-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
         sway-backgrounds visp-images-data imagemagick-6-doc
-    python examples/prepare_photos.py photo-data [--crops-per-image 160 --size 96]
+    python examples/prepare_photos.py photo-data [--crops-per-image 320 --size 96]
 
 Writes ``photo-data/train/*.png`` (random square crops at areas from 1% to 100% of each source,
 resized to ``--size`` pixels; the trainer then takes RandomResizedCrop(0.6-1) + flips of them to
@@ -27,6 +27,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 PACKAGES = ("gnome-backgrounds", "mate-backgrounds", "ukui-wallpapers", "plasma-workspace-wallpapers",
@@ -60,13 +61,13 @@ def is_photo_like(image: Image.Image) -> bool:
     if min(image.size) < MIN_SIDE:
         return False
     thumbnail = image.convert("RGB").resize((64, 64), Image.BILINEAR)
-    return len(set(thumbnail.getdata())) >= MIN_COLOURS
+    return len(thumbnail.getcolors(maxcolors=64 * 64) or ()) >= MIN_COLOURS
 
 
 def wallpaper_key(path: Path) -> str:
-    """Files that are one wallpaper at several resolutions share a key (their folder above the size)."""
-    if re.fullmatch(r"\d+x\d+", path.parent.name):  # .../<Name>/contents/images/1920x1080.jpg
-        return str(path.parent.parent)
+    """Files that are one wallpaper at several resolutions (and its screenshot) share a key."""
+    if "contents" in path.parts:  # Plasma: .../<Name>/contents/images/1920x1080.jpg, .../contents/screenshot.jpg
+        return str(Path(*path.parts[: path.parts.index("contents")]))
     return str(path.with_suffix(""))
 
 
@@ -94,17 +95,26 @@ def collect_sources() -> list[tuple[Path, str, str, str]]:
     return [(p, pkg, ver, lic) for _, p, pkg, ver, lic in sorted(best.values(), key=lambda item: str(item[1]))]
 
 
+def is_flat(crop: Image.Image) -> bool:
+    """Nearly uniform: mean absolute difference of neighbouring grey levels below 2 (of 255)."""
+    grey = np.asarray(crop.convert("L"), dtype=np.float32)
+    return float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()) < 4.0
+
+
 def random_crops(image: Image.Image, count: int, size: int, rng: random.Random) -> list[Image.Image]:
-    """Square crops covering 1% to 100% of the image's area (log-uniform), random flips, resized."""
+    """Square crops covering 1% to 100% of the image's area (log-uniform), random flips, resized.
+    Wallpapers have large smooth areas: a nearly flat crop is kept only one time in four."""
     w, h = image.size
     crops = []
-    for _ in range(count):
+    while len(crops) < count:
         side = int(min(w, h) * (10 ** rng.uniform(-1.0, 0.0)))  # 10% to 100% of the short side
         side = max(size // 2, min(side, w, h))
         x, y = rng.randint(0, w - side), rng.randint(0, h - side)
         crop = image.crop((x, y, x + side, y + side)).resize((size, size), Image.BICUBIC)
         if rng.random() < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        if is_flat(crop) and rng.random() < 0.75:
+            continue
         crops.append(crop)
     return crops
 
@@ -112,7 +122,7 @@ def random_crops(image: Image.Image, count: int, size: int, rng: random.Random) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path)
-    parser.add_argument("--crops-per-image", type=int, default=160)
+    parser.add_argument("--crops-per-image", type=int, default=320)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

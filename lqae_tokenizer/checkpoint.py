@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 # baseline's codebook term at weight 1.
 LEGACY_DEFAULTS = {"vit_block": "plain", "codebook_loss_weight": 1.0}
 # What a Hub download fetches: never pickles, never unrelated files.
-HUB_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json",
+HUB_PATTERNS = [CONFIG_NAME, WEIGHTS_NAME, "README.md", "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json",
                 "added_tokens.json", "spiece.model", "sentencepiece.bpe.model", f"{LANGUAGE_MODEL_DIR}/*"]
 
 

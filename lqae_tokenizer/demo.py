@@ -48,11 +48,34 @@ def sample_images() -> list[Path]:
     return sorted((DEMO_DIR / "samples").glob("*.png"))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .cli.tokenize import main as tokenize
+def build_parser():
+    import argparse
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    return tokenize([*map(str, sample_images()), *args])
+    from .cli.common import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lqae_tokenizer.demo",
+        description="Tokenize the bundled sample images with the bundled tokenizer, offline: one line per "
+                    "image (its path, then its text), and optionally their reconstructions.")
+    parser.add_argument("--reconstruct", metavar="DIR", type=Path, help="write each reconstruction as DIR/<name>.png")
+    parser.add_argument("--format", choices=FORMATS, default="text", help="what to print per image (default: text)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .cli.common import UsageError, parse_device, read_images, tokenize_and_print
+
+    args = build_parser().parse_args(argv)
+    try:
+        device = parse_device(args.device)
+    except UsageError as err:
+        print(f"python -m lqae_tokenizer.demo: {err}", file=sys.stderr)
+        return 2
+    loaded, _ = read_images([str(p) for p in sample_images()], prog="lqae_tokenizer.demo")
+    print(f"lqae_tokenizer.demo: {DEMO_NOTICE}", file=sys.stderr)
+    tokenize_and_print(load_demo(device=device), loaded, args.format, True, args.reconstruct, batch_size=64)
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -117,22 +117,27 @@ def load_language_model(
     local_files_only: bool = False,
     token: str | bool | None = None,
 ) -> FrozenLanguageModel:
-    """Load a frozen language model from the Hub or a local folder, from safetensors only.
+    """Load a frozen language model, from safetensors only, local copies first (:mod:`lm_source`).
 
     Pickle checkpoints (``pytorch_model.bin``) are refused: loading them can run code.
-    Raises ``ValueError`` when the encoder's own weights are missing (only the MLM head may be).
+    Raises :class:`~lqae_tokenizer.checkpoint.CheckpointError` when the model cannot be found or
+    opened (what and why, and how to fix it) and ``ValueError`` when the encoder's own weights are
+    missing (only the MLM head may be).
     """
     from transformers import AutoModel, AutoModelForMaskedLM
 
-    kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                  token=token, use_safetensors=True, output_loading_info=True)
-    with quiet_transformers():
+    from .lm_source import locate
+
+    source, hub = locate(str(name_or_path), revision, cache_dir=cache_dir, token=token,
+                         local_files_only=local_files_only)
+    kwargs = dict(**hub, use_safetensors=True, output_loading_info=True)
+    with quiet_transformers(), _as_checkpoint_error(name_or_path):
         try:
-            model, info = AutoModelForMaskedLM.from_pretrained(str(name_or_path), **kwargs)
+            model, info = AutoModelForMaskedLM.from_pretrained(source, **kwargs)
         except ValueError as err:
             if "Unrecognized configuration class" not in str(err):
                 raise
-            model, info = AutoModel.from_pretrained(str(name_or_path), **kwargs)
+            model, info = AutoModel.from_pretrained(source, **kwargs)
     prefix = model.base_model_prefix + "."
     missing = sorted(info.get("missing_keys", ()))
     backbone_missing = [k for k in missing if k.startswith(prefix) or model is model.base_model]
@@ -144,3 +149,29 @@ def load_language_model(
     has_head = model is not model.base_model and not missing
     resolved = getattr(model.config, "_commit_hash", None) or revision
     return FrozenLanguageModel(model, has_trained_head=has_head, revision=resolved)
+
+
+def load_text_tokenizer(name_or_path: str | Path, **hub: Any) -> Any:
+    """The Hugging Face tokenizer of a language model or checkpoint folder, local copies first."""
+    from transformers import AutoTokenizer
+
+    from .lm_source import locate
+
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        source, kwargs = str(folder), {}
+    else:
+        source, kwargs = locate(str(name_or_path), hub.pop("revision", None), **hub)
+    with quiet_transformers(), _as_checkpoint_error(name_or_path):
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+
+
+@contextlib.contextmanager
+def _as_checkpoint_error(name: Any) -> Iterator[None]:
+    """transformers reports a missing or unreadable model as OSError: say what it was about."""
+    from .checkpoint import CheckpointError
+
+    try:
+        yield
+    except OSError as err:
+        raise CheckpointError(f"cannot open language model {str(name)!r}: {err}") from err

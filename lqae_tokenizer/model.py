@@ -6,7 +6,6 @@ a trained table and the decoder reads the code vectors directly (the language mo
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -86,12 +85,12 @@ class LQAEModel(nn.Module):
         self.language_model = language_model
         self.mask_token_id = mask_token_id
         self.mlm_enabled = config.mlm_loss_weight > 0 and language_model.has_trained_head and not self.learned
-        if config.mlm_loss_weight > 0 and not language_model.has_trained_head and not self.learned:
-            warnings.warn(
-                f"language model {config.language_model!r} has no trained masked-LM head: the masked-LM "
-                "loss term is off (set mlm_loss_weight=0 to silence this)",
-                stacklevel=2,
-            )
+
+    @property
+    def mlm_term_dropped(self) -> bool:
+        """Whether the config asks for a masked-LM term that this LM cannot give (no trained head):
+        training reports it; inference does not care."""
+        return self.config.mlm_loss_weight > 0 and not self.mlm_enabled and not self.learned
 
     # -- what is trained and saved ------------------------------------------------------------
     def trainable_modules(self) -> dict[str, nn.Module]:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from . import checkpoint
 from .config import LQAEConfig
-from .language_model import FrozenLanguageModel, load_language_model, quiet_transformers
+from .language_model import FrozenLanguageModel, load_language_model, load_text_tokenizer, quiet_transformers
 from .model import LQAEModel
 from .preprocessing import prepare_batch
 from .quantizer import codebook_fingerprint
@@ -42,14 +42,6 @@ def _default_device(device: torch.device | str | None) -> torch.device:
 
 def _is_batch(images: Any) -> bool:
     return isinstance(images, (list, tuple)) or (isinstance(images, torch.Tensor) and images.dim() == 4)
-
-
-def load_text_tokenizer(source: str | os.PathLike, **hub_kwargs: Any) -> Any:
-    """The language model's Hugging Face tokenizer from a folder or the Hub."""
-    from transformers import AutoTokenizer
-
-    with quiet_transformers():
-        return AutoTokenizer.from_pretrained(str(source), **hub_kwargs)
 
 
 class ImageTokenizer:
@@ -72,6 +64,11 @@ class ImageTokenizer:
     def __init__(self, config: LQAEConfig, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, precision: str = "auto", cache_dir: str | None = None,
                  local_files_only: bool = False, token: str | bool | None = None) -> None:
+        from .lm_source import portable_name
+
+        # A folder inside an installed package is recorded as pkg:<module>/<folder>, never as this
+        # machine's absolute path; Hub ids and other folders are kept as given.
+        config = dataclasses.replace(config, language_model=portable_name(config.language_model))
         hub = dict(revision=config.language_model_revision, cache_dir=cache_dir,
                    local_files_only=local_files_only, token=token)
         language_model = load_language_model(config.language_model, **hub)
@@ -99,6 +96,8 @@ class ImageTokenizer:
         config = dataclasses.replace(config, codebook_fingerprint=fingerprint,
                                      language_model_revision=config.language_model_revision or language_model.revision)
         self._config = config
+        # Facts about how it was trained (data, steps, metrics), written into the model card.
+        self.training_facts: dict[str, Any] = {}
         self._text = TextCodec(text_tokenizer, allowed, config.tokens_per_image)
         self.model = LQAEModel(config, language_model, allowed, text_tokenizer.mask_token_id)
         self.model.to(device=_default_device(device), dtype=dtype or torch.float32).eval()
@@ -141,18 +140,27 @@ class ImageTokenizer:
             module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
         self.model.to(device=_default_device(device), dtype=dtype or torch.float32)
         self.precision = precision
+        from .model_card import read_training_facts
+
+        self.training_facts = read_training_facts(folder)
         return self
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, include_language_model: bool = False) -> None:
-        """Write ``config.json``, ``model.safetensors`` and the text tokenizer files.
+        """Write ``config.json``, ``model.safetensors``, the text tokenizer files and a model card
+        (``README.md`` with YAML metadata: library, tags, language model and revision, image size,
+        tokens per image, and :attr:`training_facts` such as data and metrics).
 
         With ``include_language_model=True`` the frozen LM is written to ``language_model/`` so
         the folder loads with no other source (offline, no Hub).
         """
+        from .model_card import CARD_NAME, build_model_card
+
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         self._text.tokenizer.save_pretrained(str(folder))
         checkpoint.write_weights(folder, self.model.trainable_state_dict())
+        card = build_model_card(self._config, self.training_facts)
+        checkpoint.atomic_write_bytes(folder / CARD_NAME, str(card).encode("utf-8"))
         if include_language_model:
             self._save_language_model(folder / checkpoint.LANGUAGE_MODEL_DIR)
         # The config goes last: a folder without it is not a checkpoint, so a crash mid-save is visible.

@@ -43,8 +43,13 @@ def test_formats(setup, word_tokenizer):
     assert rows[0]["text"] == word_tokenizer.to_text(paths[0])
     text = cli(paths[0], "--model", root / "model")
     assert text.stdout.rstrip("\n") == word_tokenizer.to_text(paths[0])
-    id_lines = cli(*paths, "--model", root / "model", "--format", "ids").stdout.splitlines()
+    id_lines = cli(*paths, "--model", root / "model", "--format", "ids", "--no-filename").stdout.splitlines()
     assert [list(map(int, line.split())) for line in id_lines] == ids
+    # Several inputs: each line says which input it belongs to, as grep does with several files.
+    labelled = cli(*paths, "--model", root / "model", "--format", "ids").stdout.splitlines()
+    assert labelled == [f"{p}: " + " ".join(map(str, row)) for p, row in zip(paths, ids)]
+    single = cli(paths[0], "--model", root / "model", "--format", "ids", "--with-filename").stdout.strip()
+    assert single == f"{paths[0]}: " + " ".join(map(str, ids[0]))
     token_line = cli(paths[1], "--model", root / "model", "--format", "tokens").stdout.split()
     assert word_tokenizer.from_tokens(token_line) == ids[1]
 
@@ -64,7 +69,8 @@ def test_unreadable_inputs_are_reported_and_the_rest_processed(setup, tmp_path):
     broken.write_bytes(b"not an image at all")
     out = cli(paths[0], broken, tmp_path / "missing.jpg", paths[2], "--model", root / "model", "--format", "ids")
     assert out.returncode == 1
-    assert [list(map(int, line.split())) for line in out.stdout.splitlines()] == [ids[0], ids[2]]
+    assert out.stdout.splitlines() == [f"{p}: " + " ".join(map(str, row)) for p, row in ((paths[0], ids[0]),
+                                                                                        (paths[2], ids[2]))]
     assert f"skipping {broken}" in out.stderr and "missing.jpg" in out.stderr
     assert "2 of 4 inputs failed" in out.stderr
 
@@ -75,6 +81,19 @@ def test_bad_model_and_usage_errors(setup, tmp_path):
     assert out.returncode == 2 and "cannot load" in out.stderr
     out = cli(paths[0], "--model", root / "model", "--format", "xml")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+    for device, message in (("gpu", "is not a torch device"), ("cuda:7", "CUDA device")):
+        if device.startswith("cuda") and __import__("torch").cuda.device_count() > 7:
+            continue
+        out = cli(paths[0], "--model", root / "model", "--device", device)
+        assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    out = cli(root, "--model", root / "model")  # a folder without --output
+    assert out.returncode == 2 and "--output" in out.stderr and "is a folder" in out.stderr
+
+
+def test_inputs_are_checked_before_the_model_loads(setup, tmp_path):
+    """A typo costs no model loading: the (missing) model is never opened when no input is readable."""
+    out = cli(tmp_path / "typo.png", "--model", tmp_path / "no-such-model")
+    assert out.returncode == 1 and "typo.png" in out.stderr and "cannot load" not in out.stderr
 
 
 def test_collection_mode_streams_to_jsonl_and_resumes(setup, word_tokenizer, tmp_path):

@@ -40,5 +40,8 @@ def test_cli_without_model_uses_the_demo_and_says_so(demo, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "using the bundled demo tokenizer" in out.stderr
     lines = out.stdout.splitlines()
-    assert lines == [demo.to_text(p) for p in sample_images()]
+    assert lines == [f"{p}: {demo.to_text(p)}" for p in sample_images()]
+    usage = subprocess.run([sys.executable, "-m", "lqae_tokenizer.demo", "--help"], capture_output=True, text=True,
+                           timeout=120)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: python -m lqae_tokenizer.demo")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in sample_images())

@@ -102,6 +102,7 @@ def test_push_to_hub_then_load_from_it(published, tmp_path):
         commits = [(m, p, h) for m, p, h in hub.state.requests if "/commit/" in p]
     assert got["ids"] == want
     assert "/lqae-org/pushed/commit/" in got["url"]
-    assert {"config.json", "model.safetensors", "tokenizer.json", "language_model/model.safetensors"} <= set(pushed)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "language_model/model.safetensors"} <= set(pushed)
+    assert b"library_name: lqae-tokenizer" in pushed["README.md"]
     assert commits and all(h.get("authorization", h.get("Authorization")) == f"Bearer {TOKEN}" for _, _, h in commits)
     assert not any(TOKEN.encode() in data for data in pushed.values())

@@ -55,7 +55,7 @@ def tokenize_collection(tokenizer, inputs: Sequence[str], output: Path, batch_si
           file=sys.stderr)
     from tqdm.auto import tqdm
 
-    from .tokenize import read_images
+    from .common import read_images
 
     failed = 0
     with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), unit="img", file=sys.stderr) as bar:

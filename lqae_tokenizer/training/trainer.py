@@ -99,6 +99,9 @@ class Trainer:
                 warnings.simplefilter("ignore")
             self.tokenizer = build_tokenizer(config, self.dist.device)
         self.model = self.tokenizer.model
+        if self.model.mlm_term_dropped and self.dist.is_main:
+            logger.warning("language model %r has no trained masked-LM head: the masked-LM loss term is off "
+                           "(set mlm_loss_weight=0 to silence this)", self.model.config.language_model)
         self.model.train()
         self._setup_data()
         self._setup_optimisation()
@@ -336,6 +339,7 @@ class Trainer:
 
     def _validate(self, log) -> None:
         metrics, (originals, recon) = validate(self.model, self.val_loader, self.dist.device, self.autocast)
+        self.last_validation = {"step": self.progress.step, **metrics}
         save_grid(originals, recon, self.output_dir / "samples" / f"step-{self.progress.step:07d}.png")
         if log is not None:
             log.write({"step": self.progress.step, **metrics})
@@ -355,10 +359,23 @@ class Trainer:
 
         return tqdm(total=self.total_steps, initial=self.progress.step, desc="lqae-train", unit="step")
 
+    def _training_facts(self) -> dict[str, Any]:
+        """What the model card says about this run (data by folder name, never this machine's path)."""
+        c, p = self.config, self.progress
+        facts: dict[str, Any] = {
+            "datasets": [Path(c.data.train_data_dir).name],
+            "steps": p.step, "images_seen": p.step * c.run.train_batch_size, "resolution": c.data.resolution,
+            "train_batch_size": c.run.train_batch_size, "mixed_precision": c.run.mixed_precision,
+        }
+        if getattr(self, "last_validation", None):
+            facts["metrics"] = {k: finite_or_none(v) for k, v in self.last_validation.items()}
+        return facts
+
     def _finish(self) -> None:
         """Export the trained tokenizer (rank 0), push it when asked."""
         if self.dist.is_main:
             final = self.output_dir / "final"
+            self.tokenizer.training_facts = self._training_facts()
             self.tokenizer.save_pretrained(final)
             if self.config.run.push_to_hub:
                 self.tokenizer.push_to_hub(self.config.run.hub_model_id, token=self.config.run.hub_token)
