@@ -30,7 +30,7 @@ def main() -> None:
     from lqae_tokenizer import ImageTokenizer
     from lqae_tokenizer.demo import load_demo
 
-    tok = ImageTokenizer.from_pretrained(args.model) if args.model else load_demo()
+    tok = ImageTokenizer.from_pretrained(args.model) if args.model else load_demo("fashion-mnist")
     rows = list(csv.DictReader(open(args.data / "labels.csv")))
     paths = [args.data / r["file"] for r in rows]
     labels = torch.tensor([int(r["label"]) for r in rows])

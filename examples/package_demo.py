@@ -1,4 +1,4 @@
-"""Package a finished demo run as the bundled demo tokenizer (lqae_tokenizer/demo_model/).
+"""Package a finished demo run as the bundled demo tokenizer (lqae_tokenizer/demo_models/fashion-mnist/).
 
     python examples/package_demo.py RUN_DIR [FASHION_DIR]
 
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = ROOT / "lqae_tokenizer" / "demo_model"
+TARGET = ROOT / "lqae_tokenizer" / "demo_models" / "fashion-mnist"
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -39,8 +39,8 @@ def main() -> None:
 
     from lqae_tokenizer.demo import load_demo, sample_images
 
-    tok = load_demo(device="cpu")
-    paths = sample_images()
+    tok = load_demo("fashion-mnist", device="cpu")
+    paths = sample_images("fashion-mnist")
     recon = tok.batch_decode(tok.encode(paths), output_type="np")  # [10, 32, 32, 3]
     from lqae_tokenizer.preprocessing import prepare_batch
 

