@@ -17,6 +17,7 @@ Anything else raises ``TypeError`` (wrong kind) or ``ValueError`` (wrong shape, 
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -53,10 +54,21 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise ValueError(f"{text!r} is a directory; pass image files (e.g. sorted(Path(dir).glob('*.png')))")
     if not file.exists():
         raise FileNotFoundError(f"no such image file: {text!r}")
+    return _decode(file, text)
+
+
+def open_image_bytes(data: bytes, name: str) -> Image.Image:
+    """:func:`open_image` for an image held in memory (e.g. a member of a tar shard); ``name`` is
+    what error messages call it."""
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, text: str) -> Image.Image:
+    """Decode a file path or binary file object with :func:`open_image`'s limits and rules."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file, formats=ALLOWED_FORMATS) as image:
+            with Image.open(source, formats=ALLOWED_FORMATS) as image:
                 limit = Image.MAX_IMAGE_PIXELS
                 if limit is not None and image.width * image.height > limit:
                     raise Image.DecompressionBombError(f"{image.width}x{image.height} = {image.width * image.height} pixels")

@@ -98,6 +98,8 @@ class ImageTokenizer:
         self._config = config
         # Facts about how it was trained (data, steps, metrics), written into the model card.
         self.training_facts: dict[str, Any] = {}
+        # (checkpoint folder, language model override) when loaded from one: how worker processes reload it.
+        self.source: tuple[str, str | None] | None = None
         self._text = TextCodec(text_tokenizer, allowed, config.tokens_per_image)
         self.model = LQAEModel(config, language_model, allowed, text_tokenizer.mask_token_id)
         self.model.to(device=_default_device(device), dtype=dtype or torch.float32).eval()
@@ -121,6 +123,7 @@ class ImageTokenizer:
         fingerprint differs from the one the checkpoint was trained with.
         """
         hub = dict(cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        language_model_arg = language_model
         folder = checkpoint.resolve_folder(name_or_path, revision=revision, **hub)
         config = LQAEConfig.from_dict(checkpoint.read_config(folder))
         bundled = folder / checkpoint.LANGUAGE_MODEL_DIR
@@ -143,6 +146,7 @@ class ImageTokenizer:
         from .model_card import read_training_facts
 
         self.training_facts = read_training_facts(folder)
+        self.source = (str(folder), None if language_model_arg is None else str(language_model_arg))
         return self
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, include_language_model: bool = False) -> None:
@@ -198,6 +202,15 @@ class ImageTokenizer:
             info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
                                      commit_message=commit_message)
         return str(getattr(info, "commit_url", info))
+
+    def datasets_map_fn(self, *, image_column: str = "image", ids_column: str = "input_ids",
+                        text_column: str = "text", batch_size: int = 64):
+        """A function for ``datasets.Dataset.map(fn, batched=True)`` that adds ``input_ids`` and
+        ``text`` columns from an image column; works with ``num_proc`` and ``with_rank=True`` (one
+        process per GPU). See :mod:`lqae_tokenizer.hf_datasets`."""
+        from .hf_datasets import DatasetsMapFunction
+
+        return DatasetsMapFunction(self, image_column, ids_column, text_column, batch_size)
 
     # -- properties -------------------------------------------------------------------------------
     @property

@@ -117,6 +117,6 @@ def test_collection_mode_streams_to_jsonl_and_resumes(setup, word_tokenizer, tmp
     (data / "broken.png").unlink()
     again = cli(data, "--model", root / "model", "--output", output)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "1 already in" in again.stderr
+    assert "1 already written" in again.stderr
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(Path(r["path"]).name for r in rows) == ["img0.png", "img1.png", "img2.png"]

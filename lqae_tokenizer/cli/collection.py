@@ -1,76 +1,72 @@
-"""``lqae-tokenize --output FILE.jsonl``: tokenize large collections, streaming and resumable.
+"""``lqae-tokenize ... --output OUT``: tokenize large collections, streaming, resumable, many processes.
 
-Folders are expanded recursively (by image suffix, sorted). Each image becomes one JSON line
-``{"path", "ids", "text"}`` (no ``text`` for a learned VQ-VAE codebook) appended to the output as soon
-as its batch is done; on a rerun the paths
-already in the file are skipped, and a last line cut by a crash is dropped first. Memory stays bounded
-by the batch size, whatever the collection's size.
+    lqae-tokenize photos/ more.txt shard-000.tar --output tokens.jsonl          # one process
+    lqae-tokenize photos/ --output tokens.parquet                               # Parquet (a folder)
+    torchrun --nproc_per_node 8 -m lqae_tokenizer.cli.tokenize photos/ --output tokens.jsonl
+
+Inputs (``cli/sources.py``): image files, folders (recursive), ``.txt`` lists of paths and
+WebDataset-style ``.tar`` shards, expanded into one sorted list. Its batches of ``--batch-size``
+consecutive images are shared among torchrun's processes round-robin (batch b to rank
+``b % WORLD_SIZE``; each rank on its own GPU, ``cuda:LOCAL_RANK``, or the CPU), so each image is
+encoded in the same batch as in a single-process run and gets the same ids. Each rank appends to its
+own part (``cli/writers.py``) as soon as a batch is done; a rerun skips what its part already holds,
+so a crashed rank is restarted by rerunning the same command. Memory stays bounded by the batch size.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-from ..training.data import list_images
-
-
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Files as given, folders replaced by the images under them (recursive, sorted)."""
-    out: list[str] = []
-    for item in inputs:
-        if Path(item).is_dir():
-            out.extend(str(p) for p in list_images(item))
-        else:
-            out.append(item)
-    return out
+from .sources import distributed_rank, expand_inputs, read_batch, shard_batches
+from .writers import open_writer
 
 
-def done_paths(output: Path) -> set[str]:
-    """Paths already in ``output``; a trailing partial line (from a crash) is truncated away."""
-    if not output.exists():
-        return set()
-    data = output.read_bytes()
-    cut = data.rfind(b"\n") + 1
-    if cut < len(data):
-        with open(output, "r+b") as f:
-            f.truncate(cut)
-    return {json.loads(line)["path"] for line in data[:cut].decode("utf-8").splitlines() if line.strip()}
+def output_format(output: Path, requested: str | None) -> str:
+    """``"parquet"`` for ``--format parquet`` or an output ending in ``.parquet``, else ``"jsonl"``."""
+    if requested == "parquet" or output.suffix.lower() == ".parquet":
+        return "parquet"
+    return "jsonl"
 
 
-def _batches(paths: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(paths), size):
-        yield paths[start : start + size]
-
-
-def tokenize_collection(tokenizer, inputs: Sequence[str], output: Path, batch_size: int) -> int:
-    """Append one JSON line per readable image to ``output``; returns the number of failed inputs."""
-    paths = expand_inputs(inputs)
-    skip = done_paths(output)
-    todo = [p for p in paths if p not in skip]
-    print(f"lqae-tokenize: {len(paths)} images, {len(paths) - len(todo)} already in {output}, {len(todo)} to do",
-          file=sys.stderr)
+def tokenize_collection(tokenizer, inputs: Sequence[str], output: Path, batch_size: int,
+                        fmt: str = "jsonl") -> int:
+    """Write one record per readable image of ``inputs`` to this rank's part of ``output``;
+    returns the number of this rank's inputs that could not be read."""
     from tqdm.auto import tqdm
 
-    from .common import read_images
-
+    rank, world_size, _ = distributed_rank()
+    keys = expand_inputs(inputs)
+    if not keys:
+        raise ValueError(f"no images found in {list(inputs)}")
+    writer = open_writer(output, fmt, rank, world_size)
+    done = writer.done_keys()
+    batches = [[i for i in batch if keys[i] not in done] for batch in shard_batches(len(keys), batch_size, rank,
+                                                                                  world_size)]
+    todo = sum(len(b) for b in batches)
+    who = f"lqae-tokenize[{rank}/{world_size}]" if world_size > 1 else "lqae-tokenize"
+    print(f"{who}: {len(keys)} images in all, {sum(len(b) for b in shard_batches(len(keys), batch_size, rank, world_size))}"
+          f" for this process, {len(done)} already written, {todo} to do", file=sys.stderr)
     failed = 0
-    with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), unit="img", file=sys.stderr) as bar:
-        for chunk in _batches(todo, batch_size):
-            loaded, unreadable = read_images(chunk)
-            failed += len(unreadable)
-            if loaded:
-                ids = tokenizer.encode([t for _, t in loaded], batch_size=batch_size)
-                records = [{"path": p, "ids": row} for (p, _), row in zip(loaded, ids)]
-                if tokenizer.has_text:
-                    for record in records:
-                        record["text"] = tokenizer.ids_to_text(record["ids"])
-                lines = [json.dumps(record, ensure_ascii=False) for record in records]
-                out.write("".join(line + "\n" for line in lines))
-                out.flush()
-            bar.update(len(chunk))
-        os.fsync(out.fileno())
+    try:
+        with tqdm(total=todo, unit="img", file=sys.stderr, disable=rank != 0) as bar:
+            for batch in batches:
+                if not batch:
+                    continue
+                loaded, unreadable = read_batch([keys[i] for i in batch], prog=who)
+                failed += len(unreadable)
+                if loaded:
+                    index = {keys[i]: i for i in batch}
+                    ids = tokenizer.encode([t for _, t in loaded], batch_size=batch_size)
+                    records = []
+                    for (key, _), row in zip(loaded, ids):
+                        record = {"path": key, "index": index[key], "ids": row}
+                        if tokenizer.has_text:
+                            record["text"] = tokenizer.ids_to_text(row)
+                        records.append(record)
+                    writer.write(records)
+                bar.update(len(batch))
+    finally:
+        writer.close()
     return failed

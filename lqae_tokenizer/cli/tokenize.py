@@ -28,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", metavar="NAME_OR_PATH",
                         help="tokenizer checkpoint: a local folder or a Hugging Face Hub id "
                              "(default: the bundled tokenizer, see README)")
-    parser.add_argument("--format", choices=FORMATS, default="text",
+    parser.add_argument("--format", choices=(*FORMATS, "parquet"), default="text",
                         help="text: the LM's decoding (for prompts); tokens: token strings; ids: integers; "
-                             "json: one object per image with path, ids, tokens and text (default: text)")
+                             "json: one object per image with path, ids, tokens and text (default: text); "
+                             "with --output: parquet writes Parquet (also chosen by an output ending in .parquet)")
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--with-filename", dest="label", action="store_true", default=None,
                         help="start each line with the input's path (the default with several inputs)")
@@ -40,9 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also decode the ids and write each reconstruction as DIR/<name>.png")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    parser.add_argument("--output", metavar="FILE.jsonl", type=Path,
-                        help="collection mode: IMAGE may be folders (recursive); append one JSON line per image "
-                             "to FILE.jsonl with a progress bar, skipping images already in it (resumable)")
+    parser.add_argument("--output", metavar="OUT", type=Path,
+                        help="collection mode: IMAGE may be folders (recursive), .txt lists of paths or .tar "
+                             "shards; append one record per image to OUT.jsonl (or a folder of Parquet files for "
+                             "OUT.parquet) with a progress bar, skipping images already there (resumable); under "
+                             "torchrun every process writes its own part")
     return parser
 
 
@@ -58,6 +61,25 @@ def load_tokenizer(model: str | None, device, prog: str = "lqae-tokenize"):
     return ImageTokenizer.from_pretrained(model, device=device)
 
 
+def collection_device(device):
+    """Under torchrun each process takes its own GPU (``cuda:LOCAL_RANK``), or the CPU with its share
+    of the cores; without torchrun, the device asked for."""
+    import os
+
+    import torch
+
+    from .sources import distributed_rank
+
+    _, world_size, local_rank = distributed_rank()
+    if world_size == 1:
+        return device
+    if device is None and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    return device or torch.device("cpu")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -66,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = parse_device(args.device)
         if args.output is None:
             check_files(args.images)
+            if args.format == "parquet":
+                raise UsageError("--format parquet writes collections: give --output OUT.parquet")
+        else:
+            device = collection_device(device)
     except UsageError as err:
         print(f"lqae-tokenize: {err}", file=sys.stderr)
         return 2
@@ -89,9 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output is not None:
         from .collection import tokenize_collection
 
+        from .collection import output_format
+
         try:
-            failed_count = tokenize_collection(tokenizer, args.images, args.output, args.batch_size)
-        except ValueError as err:  # e.g. a folder without images
+            failed_count = tokenize_collection(tokenizer, args.images, args.output, args.batch_size,
+                                               output_format(args.output, args.format))
+        except ValueError as err:  # e.g. a folder without images, parts of another world size
             print(f"lqae-tokenize: {err}", file=sys.stderr)
             return 2
         return 1 if failed_count else 0
