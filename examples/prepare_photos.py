@@ -2,13 +2,15 @@
 
     sudo apt-get install -y --no-install-recommends gnome-backgrounds mate-backgrounds ukui-wallpapers \
         plasma-workspace-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
-        sway-backgrounds visp-images-data imagemagick-6-doc
+        sway-backgrounds visp-images-data imagemagick-6-doc extremetuxracer-data
     python examples/prepare_photos.py photo-data [--crops-per-image 320 --size 96]
 
 Writes ``photo-data/train/*.png`` (random square crops at areas from 1% to 100% of each source,
 resized to ``--size`` pixels; the trainer then takes RandomResizedCrop(0.6-1) + flips of them to
 its resolution), ``photo-data/val/*.png`` (a few crops of held-back sources) and
-``photo-data/SOURCES.md``: every source file used, with its package, version and licence.
+``photo-data/SOURCES.md``: every source file used, with its package, version and licence (the Debian
+packages above, extremetuxracer-data's terrain and sky textures for more texture, and the two
+photographs scikit-learn ships).
 
 Which files count as photographs or photo-like art: raster images (png, jpg, jpeg, webp) whose short
 side is at least 256 pixels and that have many colours (a 64x64 thumbnail with at least 1,500
@@ -32,7 +34,9 @@ from PIL import Image
 
 PACKAGES = ("gnome-backgrounds", "mate-backgrounds", "ukui-wallpapers", "plasma-workspace-wallpapers",
             "lomiri-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "sway-backgrounds",
-            "visp-images-data", "imagemagick-6-doc")
+            "visp-images-data", "imagemagick-6-doc", "extremetuxracer-data")
+# Two photographs that scikit-learn ships (sklearn.datasets.load_sample_images), CC BY 2.0.
+PYPI_PHOTOS = ("sklearn.datasets.images", ("china.jpg", "flower.jpg"), "scikit-learn", "CC-BY-2.0 (danielbuechele, vultilion)")
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MIN_SIDE = 256
 MIN_COLOURS = 1500
@@ -71,10 +75,26 @@ def wallpaper_key(path: Path) -> str:
     return str(path.with_suffix(""))
 
 
-def collect_sources() -> list[tuple[Path, str, str, str]]:
-    """(path, package, version, licences) of every photo-like source, largest per wallpaper."""
+def pypi_photos() -> list[tuple[Path, str, str, str]]:
+    """The photographs of :data:`PYPI_PHOTOS` when that package is installed."""
+    import importlib.metadata
+    import importlib.util
+
+    module, names, distribution, licence = PYPI_PHOTOS
+    try:
+        spec = importlib.util.find_spec(module)
+        version = importlib.metadata.version(distribution)
+    except (ImportError, importlib.metadata.PackageNotFoundError):
+        return []
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return [(folder / n, f"{distribution} (PyPI)", version, licence) for n in names if (folder / n).is_file()]
+
+
+def collect_sources(base_only: bool = False) -> list[tuple[Path, str, str, str]]:
+    """(path, package, version, licences) of every photo-like source, largest per wallpaper
+    (``base_only``: the wallpaper and image packages only, as the first training phase used)."""
     best: dict[str, tuple[int, Path, str, str, str]] = {}
-    for package in PACKAGES:
+    for package in PACKAGES[:-1] if base_only else PACKAGES:
         info = package_info(package)
         if info is None:
             print(f"skipping {package}: not installed")
@@ -92,7 +112,8 @@ def collect_sources() -> list[tuple[Path, str, str, str]]:
             key = wallpaper_key(path)
             if key not in best or pixels > best[key][0]:
                 best[key] = (pixels, path, package, version, licences)
-    return [(p, pkg, ver, lic) for _, p, pkg, ver, lic in sorted(best.values(), key=lambda item: str(item[1]))]
+    found = [(p, pkg, ver, lic) for _, p, pkg, ver, lic in sorted(best.values(), key=lambda item: str(item[1]))]
+    return found if base_only else found + pypi_photos()
 
 
 def is_flat(crop: Image.Image) -> bool:
@@ -125,8 +146,10 @@ def main() -> None:
     parser.add_argument("--crops-per-image", type=int, default=320)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--base-only", action="store_true",
+                        help="the wallpaper and image packages only (the first training phase's data)")
     args = parser.parse_args()
-    sources = collect_sources()
+    sources = collect_sources(args.base_only)
     if not sources:
         raise SystemExit("no source images found: install the packages listed in this script's docstring")
     rng = random.Random(args.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -45,11 +46,37 @@ class Progress:
     bad_steps_in_row: int = 0
 
 
+# What fine-tuning (--init_from) may change: how the model is trained, not what it is.
+TRAINING_FIELDS = ("mask_ratio", "pixel_loss_weight", "commitment_weight", "mlm_loss_weight", "codebook_loss_weight",
+                   "codebook_entropy_weight", "codebook_entropy_temperature", "codebook_entropy_tokens")
+
+
+def apply_training_settings(tokenizer: ImageTokenizer, overrides: dict[str, Any]) -> None:
+    """Set the training-only fields of a loaded tokenizer's config (mask ratio, loss weights); any other
+    field given must equal the checkpoint's (``ValueError`` naming it otherwise)."""
+    current = tokenizer.config
+    changes = {k: v for k, v in overrides.items() if k in TRAINING_FIELDS}
+    fixed = {k: v for k, v in overrides.items() if k not in TRAINING_FIELDS and getattr(current, k) != v}
+    if fixed:
+        name, value = next(iter(fixed.items()))
+        raise ValueError(f"--init_from fine-tunes the checkpoint as it is: {name}={value!r} differs from its "
+                         f"{getattr(current, name)!r}; only {', '.join(TRAINING_FIELDS)} can change")
+    if changes:
+        updated = dataclasses.replace(current, **changes)  # validated
+        tokenizer._config = updated
+        tokenizer.model.config = updated
+        lm = tokenizer.model.language_model
+        tokenizer.model.mlm_enabled = updated.mlm_loss_weight > 0 and lm.has_trained_head and not tokenizer.model.learned
+
+
 def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer:
-    """A fresh tokenizer from the model preset and overrides, or a checkpoint to fine-tune."""
+    """A fresh tokenizer from the model preset and overrides, or a checkpoint to fine-tune (with the
+    training-only overrides applied)."""
     torch.manual_seed(config.run.seed)
     if config.run.init_from:
-        return ImageTokenizer.from_pretrained(config.run.init_from, device=device)
+        tokenizer = ImageTokenizer.from_pretrained(config.run.init_from, device=device)
+        apply_training_settings(tokenizer, model_overrides(config.model))
+        return tokenizer
     lqae = LQAEConfig.from_preset(config.model.preset, image_size=config.data.resolution,
                                   **model_overrides(config.model))
     return ImageTokenizer(lqae, device=device)
