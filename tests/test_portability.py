@@ -228,3 +228,18 @@ def test_licence_files_match_the_declared_licence():
     assert "license = Apache-2.0" in (ROOT / "setup.cfg").read_text()
     notice = (ROOT / "NOTICE").read_text()
     assert "all-MiniLM-L6-v2" in notice and "Fashion-MNIST" in notice
+
+
+def test_fine_tuning_takes_training_settings_and_refuses_architecture_changes(word_tokenizer, tmp_path):
+    from lqae_tokenizer.training.config import resolve_config
+    from lqae_tokenizer.training.trainer import build_tokenizer as build_for_training
+
+    word_tokenizer.save_pretrained(tmp_path / "base")
+    common = {"train_data_dir": str(IMAGES), "init_from": str(tmp_path / "base")}
+    config = resolve_config("tiny", {"model": {"mask_ratio": 0.0, "commitment_weight": 0.3}}, common)
+    tok = build_for_training(config, torch.device("cpu"))
+    assert tok.config.mask_ratio == 0.0 and tok.model.config.commitment_weight == 0.3
+    assert tok.config.patch_size == word_tokenizer.config.patch_size
+    config = resolve_config("tiny", {"model": {"patch_size": 4}}, common)
+    with pytest.raises(ValueError, match="patch_size=4 differs"):
+        build_for_training(config, torch.device("cpu"))
