@@ -174,4 +174,9 @@ def _as_checkpoint_error(name: Any) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        raise CheckpointError(f"cannot open language model {str(name)!r}: {err}") from err
+        folder = Path(str(name))
+        pickles = sorted(p.name for p in (*folder.glob("*.bin"), *folder.glob("*.pt"))) if folder.is_dir() else []
+        hint = (f" (found {pickles}: pickle files are never loaded because loading them can run code; "
+                "convert them to safetensors, e.g. model.save_pretrained(folder, safe_serialization=True))"
+                if pickles else "")
+        raise CheckpointError(f"cannot open language model {str(name)!r}: {err}{hint}") from err
