@@ -161,6 +161,23 @@ def test_fine_tune_from_a_checkpoint(roberta_lm_dir, tmp_path):
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_training_checkpoint_exports_and_fine_tunes_like_final(roberta_lm_dir, tmp_path):
+    from lqae_tokenizer.training.trainer import tokenizer_from_checkpoint
+
+    first = run_train(train_args(roberta_lm_dir, tmp_path / "a", "--max_train_steps", "6", "--checkpointing_steps", "3"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    final = ImageTokenizer.from_pretrained(tmp_path / "a" / "final")
+    last = tokenizer_from_checkpoint(tmp_path / "a" / "checkpoint-6")
+    earlier = tokenizer_from_checkpoint(tmp_path / "a" / "checkpoint-3")
+    image = sorted(FASHION.glob("*.png"))[0]
+    assert last.encode(image) == final.encode(image)
+    assert any(not torch.equal(a, b) for a, b in zip(earlier.model.trainable_parameters(),
+                                                      last.model.trainable_parameters()))
+    out = run_train(train_args(roberta_lm_dir, tmp_path / "b", "--max_train_steps", "2", "--init_from",
+                               str(tmp_path / "a" / "checkpoint-3")))
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_resume_latest_with_nothing_to_resume(roberta_lm_dir, tmp_path):
     out = run_train(train_args(roberta_lm_dir, tmp_path / "empty", "--max_train_steps", "5",
                                "--resume_from_checkpoint", "latest"))

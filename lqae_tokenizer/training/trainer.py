@@ -74,12 +74,39 @@ def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer
     training-only overrides applied)."""
     torch.manual_seed(config.run.seed)
     if config.run.init_from:
-        tokenizer = ImageTokenizer.from_pretrained(config.run.init_from, device=device)
+        source = Path(config.run.init_from)
+        if (source / checkpoints.STATE_NAME).is_file():
+            tokenizer = tokenizer_from_checkpoint(source, device)
+        else:
+            tokenizer = ImageTokenizer.from_pretrained(config.run.init_from, device=device)
         apply_training_settings(tokenizer, model_overrides(config.model))
         return tokenizer
     lqae = LQAEConfig.from_preset(config.model.preset, image_size=config.data.resolution,
                                   **model_overrides(config.model))
     return ImageTokenizer(lqae, device=device)
+
+
+def load_trainable(model: torch.nn.Module, data: bytes) -> None:
+    """Load a checkpoint's ``trainable.safetensors`` bytes into the model's trainable modules."""
+    from safetensors.torch import load as load_safetensors
+
+    weights = load_safetensors(data)
+    for name, module in model.trainable_modules().items():
+        prefix = name + "."
+        module.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+
+
+def tokenizer_from_checkpoint(path: Path, device: torch.device | str = "cpu") -> ImageTokenizer:
+    """The tokenizer a training checkpoint (``output_dir/checkpoint-<step>``) holds, checksums verified.
+
+    Lets a run be exported or fine-tuned (``--init_from``) from any step, not only from ``final``.
+    Raises :class:`~lqae_tokenizer.training.checkpoints.CheckpointCorrupt` for altered files.
+    """
+    state, files = checkpoints.read_verified(Path(path))
+    tokenizer = ImageTokenizer(LQAEConfig.from_dict(state["model_config"]), device=device)
+    load_trainable(tokenizer.model, files["trainable.safetensors"])
+    tokenizer.model.eval()
+    return tokenizer
 
 
 def capture_rng() -> dict[str, Any]:
@@ -218,12 +245,7 @@ class Trainer:
         else:
             path = Path(target)
             state, files = checkpoints.read_verified(path)
-        from safetensors.torch import load as load_safetensors
-
-        weights = load_safetensors(files["trainable.safetensors"])
-        for name, module in self.model.trainable_modules().items():
-            prefix = name + "."
-            module.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+        load_trainable(self.model, files["trainable.safetensors"])
         self.optimizer.load_state_dict(_from_bytes(files["optimizer.pt"]))
         self.scheduler.load_state_dict(_from_bytes(files["scheduler.pt"]))
         self.scaler.load_state_dict(_from_bytes(files["scaler.pt"]))
