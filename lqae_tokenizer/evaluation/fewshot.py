@@ -80,11 +80,21 @@ def _resolve(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def _forward_cached(model: Any, ids: torch.Tensor, cache: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """``(logits, cache)`` of ``ids`` run on top of ``cache``. transformers 5 renamed ``past_key_values``
+    to ``cache`` (the old name warns, then goes away): use whichever this model's forward takes."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    out = model(ids, use_cache=True, **{name: cache}, **kwargs)
+    return out.logits, getattr(out, name, None)
+
+
 def _extend(model: Any, ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
     """Run ``ids`` on top of ``cache`` (None: from scratch): log-probs of the next token ``[V]``, cache."""
     device = next(model.parameters()).device
-    out = model(torch.tensor([ids], device=device), past_key_values=cache, use_cache=True, logits_to_keep=1)
-    return out.logits[0, -1].float().log_softmax(-1), out.past_key_values
+    logits, cache = _forward_cached(model, torch.tensor([ids], device=device), cache, logits_to_keep=1)
+    return logits[0, -1].float().log_softmax(-1), cache
 
 
 @torch.inference_mode()
@@ -127,7 +137,7 @@ def score_queries(model: Any, tokenizer: Any, prefix: str, queries: Sequence[str
             cache.batch_repeat_interleave(len(candidates))
             # Right padding: a causal LM's scores of the real tokens never see the padding after them.
             batch = torch.tensor([c[:-1] + [c[-1]] * (longest - len(c)) for c in continuations], device=device)
-            logprobs = model(batch, past_key_values=cache, use_cache=True).logits.float().log_softmax(-1)
+            logprobs = _forward_cached(model, batch, cache)[0].float().log_softmax(-1)
         scores = []
         for b, c in enumerate(continuations):
             total = float(next_logprobs[c[0]])
