@@ -131,7 +131,7 @@ def random_crops(image: Image.Image, count: int, size: int, rng: random.Random) 
         side = int(min(w, h) * (10 ** rng.uniform(-1.0, 0.0)))  # 10% to 100% of the short side
         side = max(size // 2, min(side, w, h))
         x, y = rng.randint(0, w - side), rng.randint(0, h - side)
-        crop = image.crop((x, y, x + side, y + side)).resize((size, size), Image.BICUBIC)
+        crop = image.crop((x, y, x + side, y + side)).resize((size, size), Image.BICUBIC, reducing_gap=3.0)
         if rng.random() < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
         if is_flat(crop) and rng.random() < 0.75:
