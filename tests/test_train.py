@@ -91,6 +91,18 @@ def test_sigterm_checkpoints_and_exits_zero(roberta_lm_dir, tmp_path):
     assert not (run / "final").exists()  # stopped early: no export of an unfinished model
 
 
+def test_sigterm_to_the_whole_process_group_still_checkpoints(roberta_lm_dir, tmp_path):
+    # A cluster scheduler (SLURM's scancel, a pod's shutdown) signals every process of the job, data
+    # loading workers included: the checkpoint must not depend on them being alive.
+    run = tmp_path / "run"
+    proc = start_train(train_args(roberta_lm_dir, run, "--max_train_steps", "100000", "--checkpointing_steps", "100000",
+                                  "--dataloader_num_workers", "2"), start_new_session=True)
+    wait_for(lambda: (run / "metrics.jsonl").exists() and len(metrics(run)) >= 3, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    assert len(checkpoints.steps_present(run)) == 1
+
+
 def test_corrupt_files_are_skipped_and_reported(roberta_lm_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(FASHION, data)

@@ -86,6 +86,14 @@ def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer
     return ImageTokenizer(lqae, device=device)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGINT to the main process. A scheduler that signals the whole
+    process group would otherwise kill them mid-step, and the main process, told to checkpoint and stop,
+    would die on the dead worker instead. They still exit when the main process shuts them down or dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def load_trainable(model: torch.nn.Module, data: bytes) -> None:
     """Load a checkpoint's ``trainable.safetensors`` bytes into the model's trainable modules."""
     from safetensors.torch import load as load_safetensors
@@ -262,6 +270,7 @@ class Trainer:
             self.sampler.set_position(self.progress.epoch, self.progress.batch_in_epoch)
             loader = DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate,
                                 num_workers=self.config.data.dataloader_num_workers,
+                                worker_init_fn=_ignore_stop_signals,
                                 pin_memory=self.dist.device.type == "cuda", drop_last=True)
             for batch in loader:
                 yield batch
