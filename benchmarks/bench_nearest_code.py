@@ -8,7 +8,7 @@ Methods (V=50,265 rows of width D=768, random data of the roberta-base embedding
   floor       one matmul of the same shape in the input dtype (no argmin): the speed of light
   floor-fp32  the same matmul in fp32 (for bf16/fp16 inputs)
   cdist       torch.cdist(x, table).argmin(1), in row chunks that fit memory (fp32; cosine on
-              normalised rows, where the l2 argmin is the cosine argmax)
+              normalised rows, where the l2 argmin is the cosine argmax; not for dot)
   matmul      chunked x @ table.T then argmax (normalised for cosine): fast, NOT exact
   ours-torch  lqae_tokenizer's exact torch path, Codebook prepared once
   ours-oneshot nearest_code(x, table): the one-shot call (prepared tables are cached)
@@ -92,6 +92,8 @@ def matmul_argmax(x: torch.Tensor, table: torch.Tensor, metric: str) -> torch.Te
     if metric == "cosine":
         table = F.normalize(table, dim=1)
         return torch.cat([(x[i : i + step] @ table.t()).argmax(1) for i in range(0, x.shape[0], step)])
+    if metric == "dot":
+        return torch.cat([(x[i : i + step] @ table.t()).argmax(1) for i in range(0, x.shape[0], step)])
     sq = (table.float() ** 2).sum(1)
     return torch.cat([(2 * (x[i : i + step] @ table.t()).float() - sq).argmax(1) for i in range(0, x.shape[0], step)])
 
@@ -118,7 +120,8 @@ def run_case(n: int, dtype: torch.dtype, metric: str, device: torch.device, repe
     if dtype != torch.float32:
         x32, table32 = x.float(), table.float()
         methods["floor-fp32"] = lambda: floor_matmul(x32, table32)
-    methods["cdist"] = lambda: cdist_argmin(x, table, metric)
+    if metric != "dot":  # a distance cannot give the largest dot product
+        methods["cdist"] = lambda: cdist_argmin(x, table, metric)
     methods["matmul"] = lambda: matmul_argmax(x, table, metric)
     methods["ours-torch"] = lambda: book.search(x, backend="torch")
     methods["ours-oneshot"] = lambda: nearest_code(x, table, metric=metric, backend="torch")

@@ -15,30 +15,14 @@ and which search path ran (``search_backend`` of the quantizer). Random weights 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench_pipeline import build
-from bench_train import sync
+from bench_pipeline import build, timed
 from lqae_tokenizer.preprocessing import prepare_batch
-
-
-def median_seconds(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -67,7 +51,7 @@ def main() -> None:
                 "encoder": lambda: model.encoder(pixels),
                 "search": lambda: model.quantizer.search(z, table),
             }
-            seconds = {name: median_seconds(fn, device, args.repeats) for name, fn in parts.items()}
+            seconds = {name: timed(fn, device, args.repeats)[0] for name, fn in parts.items()}
     total = seconds["total"]
     print(f"preset {args.preset}, {args.precision}, device {device}, batch {args.batch_size}, "
           f"{tok.tokens_per_image} tokens/image, codebook {tuple(table.shape)}, z {tuple(z.shape)} {z.dtype}")
