@@ -116,6 +116,13 @@ def collect_sources(base_only: bool = False) -> list[tuple[Path, str, str, str]]
     return found if base_only else found + pypi_photos()
 
 
+def shown_path(path: Path) -> str:
+    """How SOURCES.md names a file: Debian paths as they are, files of a Python package from the package
+    folder on (not this machine's virtual environment)."""
+    parts = path.parts
+    return "/".join(parts[parts.index("site-packages") + 1:]) if "site-packages" in parts else str(path)
+
+
 def is_flat(crop: Image.Image) -> bool:
     """Nearly uniform: mean absolute difference of neighbouring grey levels below 2 (of 255)."""
     grey = np.asarray(crop.convert("L"), dtype=np.float32)
@@ -166,7 +173,7 @@ def main() -> None:
         for j, crop in enumerate(random_crops(rgb, count, args.size, rng)):
             crop.save(args.output / split / f"{stem}_{j:04d}.png")
         counts[split] += count
-        lines.append(f"| {path} | {package} | {version} | {licences} | {split} |")
+        lines.append(f"| {shown_path(path)} | {package} | {version} | {licences} | {split} |")
     (args.output / "SOURCES.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"{len(sources)} sources -> {counts['train']} training and {counts['val']} validation crops in {args.output}")
 
