@@ -42,12 +42,12 @@ def tokenize_collection(tokenizer, inputs: Sequence[str], output: Path, batch_si
         raise ValueError(f"no images found in {list(inputs)}")
     writer = open_writer(output, fmt, rank, world_size)
     done = writer.done_keys()
-    batches = [[i for i in batch if keys[i] not in done] for batch in shard_batches(len(keys), batch_size, rank,
-                                                                                  world_size)]
+    mine = shard_batches(len(keys), batch_size, rank, world_size)
+    batches = [[i for i in batch if keys[i] not in done] for batch in mine]
     todo = sum(len(b) for b in batches)
     who = f"lqae-tokenize[{rank}/{world_size}]" if world_size > 1 else "lqae-tokenize"
-    print(f"{who}: {len(keys)} images in all, {sum(len(b) for b in shard_batches(len(keys), batch_size, rank, world_size))}"
-          f" for this process, {len(done)} already written, {todo} to do", file=sys.stderr)
+    print(f"{who}: {len(keys)} images in all, {sum(len(b) for b in mine)} for this process, "
+          f"{len(done)} already written, {todo} to do", file=sys.stderr)
     failed = 0
     try:
         with tqdm(total=todo, unit="img", file=sys.stderr, disable=rank != 0) as bar:
