@@ -204,7 +204,8 @@ class LQAEModel(nn.Module):
                       generator: torch.Generator | None) -> torch.Tensor:
         """The codebook entropy term on a random sample of the batch's encoder vectors (0 when off)."""
         c = self.config
-        if c.codebook_entropy_weight == 0 or not torch.is_grad_enabled():
+        # Without a gradient to the encoder (inference, or a frozen encoder) the term changes nothing.
+        if c.codebook_entropy_weight == 0 or not z.requires_grad:
             return z.new_zeros((), dtype=torch.float32)
         flat = z.reshape(-1, z.shape[-1])  # [B*N, H]
         if flat.shape[0] > c.codebook_entropy_tokens:

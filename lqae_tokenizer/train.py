@@ -46,7 +46,8 @@ FLAGS: dict[str, tuple[object, str]] = {
     "quantizer": (str, "'language' (LQAE) or 'learned' (VQ-VAE baseline: own codebook, no LM; needs mask_ratio 0)"),
 }
 SWITCHES = {"compile": "torch.compile the encoder and decoder", "push_to_hub": "upload final/ when done",
-            "no_progress_bar": "disable the progress bar"}
+            "no_progress_bar": "disable the progress bar",
+            "freeze_encoder": "with --init_from: train the decoder only, every image keeps its ids"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None):
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k in FLAGS and v is not None}
-    overrides.update({k: True for k in ("compile", "push_to_hub") if getattr(args, k)})
+    overrides.update({k: True for k in ("compile", "push_to_hub", "freeze_encoder") if getattr(args, k)})
     if args.no_progress_bar:
         overrides["progress_bar"] = False
     file_values = read_config_file(args.config) if args.config else None

@@ -173,6 +173,36 @@ def test_fine_tune_from_a_checkpoint(roberta_lm_dir, tmp_path):
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_freeze_encoder_trains_the_decoder_and_keeps_every_id(roberta_lm_dir, tmp_path):
+    entropy = tmp_path / "entropy.json"
+    entropy.write_text('{"model": {"codebook_entropy_weight": 0.1}}')
+    first = run_train(train_args(roberta_lm_dir, tmp_path / "a", "--max_train_steps", "3", "--config", str(entropy)))
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = run_train(train_args(roberta_lm_dir, tmp_path / "b", "--max_train_steps", "4", "--learning_rate", "2e-3",
+                               "--config", str(entropy), "--init_from", str(tmp_path / "a" / "final"),
+                               "--freeze_encoder"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    encoder = [k for k in a if k.startswith("encoder.")]
+    decoder = [k for k in a if k.startswith("decoder.")]
+    assert encoder and decoder
+    assert all(torch.equal(a[k], b[k]) for k in encoder)
+    assert any(not torch.equal(a[k], b[k]) for k in decoder)
+    before, after = (ImageTokenizer.from_pretrained(tmp_path / run / "final") for run in ("a", "b"))
+    images = sorted(FASHION.glob("*.png"))[:8]
+    assert [before.encode(i) for i in images] == [after.encode(i) for i in images]
+    # The entropy term only moves the encoder: on while it trains, skipped (0) once it is frozen.
+    assert all(r["entropy_loss"] != 0.0 for r in metrics(tmp_path / "a") if "loss" in r)
+    assert all(r["entropy_loss"] == 0.0 for r in metrics(tmp_path / "b") if "loss" in r)
+
+
+def test_freeze_encoder_without_init_from_is_refused(roberta_lm_dir, tmp_path):
+    out = run_train(train_args(roberta_lm_dir, tmp_path / "run", "--max_train_steps", "2", "--freeze_encoder"))
+    assert out.returncode == 2 and "freeze_encoder" in out.stderr and "--init_from" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_training_checkpoint_exports_and_fine_tunes_like_final(roberta_lm_dir, tmp_path):
     from lqae_tokenizer.training.trainer import tokenizer_from_checkpoint
 

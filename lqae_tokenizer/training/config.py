@@ -46,6 +46,9 @@ class OptimConfig:
     warmup_steps: int | None = None  # overrides warmup_epochs when set
     max_grad_norm: float = 0.0  # 0 = no clipping (the official clip_gradient=1e9)
     max_consecutive_bad_steps: int = 5  # abort after this many non-finite losses in a row
+    # Train the decoder only: the encoder (and a learned codebook) keep init_from's weights, so every
+    # image keeps its ids and vocabulary use; a step costs about half (no encoder or LM backward).
+    freeze_encoder: bool = False
 
 
 @dataclass
@@ -128,6 +131,9 @@ class TrainConfig:
             raise ValueError("push_to_hub needs hub_model_id (e.g. --hub_model_id org/name)")
         if o.learning_rate is not None and o.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {o.learning_rate}")
+        if o.freeze_encoder and not r.init_from:
+            raise ValueError("freeze_encoder keeps a trained encoder and trains the decoder on its ids, so it "
+                             "needs --init_from (a tokenizer folder or training checkpoint); got no init_from")
         if r.checkpoints_total_limit is not None and r.checkpoints_total_limit < 1:
             raise ValueError(f"checkpoints_total_limit must be >= 1, got {r.checkpoints_total_limit}")
 

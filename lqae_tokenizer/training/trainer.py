@@ -164,11 +164,20 @@ class Trainer:
         if self.model.mlm_term_dropped and self.dist.is_main:
             logger.warning("language model %r has no trained masked-LM head: the masked-LM loss term is off "
                            "(set mlm_loss_weight=0 to silence this)", self.model.config.language_model)
+        if config.optim.freeze_encoder:
+            self._freeze_encoder()
         self.model.train()
         self._setup_data()
         self._setup_optimisation()
 
     # -- setup ------------------------------------------------------------------------------------
+    def _freeze_encoder(self) -> None:
+        """Stop training everything that decides the ids: the encoder and a learned codebook. Their
+        weights still go into every checkpoint, so a checkpoint is a whole tokenizer."""
+        frozen = [self.model.encoder] + ([self.model.codebook] if self.model.codebook is not None else [])
+        for module in frozen:
+            module.requires_grad_(False)
+
     def _per_rank_batch(self) -> int:
         r = self.config.run
         per_rank, rest = divmod(r.train_batch_size, self.dist.world_size * r.gradient_accumulation_steps)
