@@ -29,6 +29,7 @@ FLAGS: dict[str, tuple[object, str]] = {
     "learning_rate": (float, "absolute peak lr (default: 1.5e-4 x batch / 256)"),
     "max_train_steps": (int, "stop after this many optimiser steps (overrides epochs)"),
     "num_train_epochs": (float, "epochs to train"),
+    "stop_after_steps": (int, "end after this step (checkpoint and final/); the schedule stays the full run's"),
     "mixed_precision": (str, f"one of {MIXED_PRECISIONS}"),
     "seed": (int, "seed of initialisation, data order, augmentation and masking"),
     "checkpointing_steps": (int, "save a checkpoint every N steps"),

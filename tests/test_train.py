@@ -173,6 +173,24 @@ def test_fine_tune_from_a_checkpoint(roberta_lm_dir, tmp_path):
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_stop_after_steps_cuts_the_run_and_a_resume_finishes_it_identically(roberta_lm_dir, tmp_path):
+    args = ["--max_train_steps", "8", "--checkpointing_steps", "2"]
+    full = run_train(train_args(roberta_lm_dir, tmp_path / "full", *args))
+    assert full.returncode == 0, full.stderr[-3000:]
+    cut = run_train(train_args(roberta_lm_dir, tmp_path / "cut", *args, "--stop_after_steps", "4"))
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    rows = [r for r in metrics(tmp_path / "cut") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    full_rows = [r for r in metrics(tmp_path / "full") if "loss" in r]
+    # The schedule is the 8-step run's: at step 4 the rate is that run's, not a cosine ending at 0.
+    assert rows[-1]["lr"] == full_rows[3]["lr"] > 0
+    assert (tmp_path / "cut" / "final" / "model.safetensors").is_file()
+    assert (tmp_path / "cut" / "checkpoint-4").is_dir() and not (tmp_path / "cut" / "checkpoint-6").exists()
+    resumed = run_train(train_args(roberta_lm_dir, tmp_path / "cut", *args, "--resume_from_checkpoint", "latest"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_identical(final_weights(tmp_path / "full"), final_weights(tmp_path / "cut"))
+
+
 def test_freeze_encoder_trains_the_decoder_and_keeps_every_id(roberta_lm_dir, tmp_path):
     entropy = tmp_path / "entropy.json"
     entropy.write_text('{"model": {"codebook_entropy_weight": 0.1}}')

@@ -44,6 +44,8 @@ def test_errors_are_clear(tmp_path, capsys):
         parse_config(["--train_data_dir", "d", "--mixed_precision", "fp8"])
     with pytest.raises(ValueError, match="push_to_hub needs hub_model_id"):
         parse_config(["--train_data_dir", "d", "--push_to_hub"])
+    with pytest.raises(ValueError, match="stop_after_steps must be a positive integer"):
+        parse_config(["--train_data_dir", "d", "--stop_after_steps", "0"])
 
 
 def test_help_is_short_and_complete(capsys):

@@ -58,6 +58,9 @@ class RunConfig:
     gradient_accumulation_steps: int = 1
     num_train_epochs: float = 100.0
     max_train_steps: int | None = None  # overrides num_train_epochs when set
+    # End the run early (last checkpoint and final/ written) while the learning-rate schedule stays
+    # that of the full run: a time budget cut that a later run can reproduce or resume past.
+    stop_after_steps: int | None = None
     mixed_precision: str = "no"
     compile: bool = False
     seed: int = 42
@@ -121,6 +124,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if r.max_train_steps is not None and r.max_train_steps < 1:
             raise ValueError(f"max_train_steps must be >= 1, got {r.max_train_steps}")
+        if r.stop_after_steps is not None and (not isinstance(r.stop_after_steps, int) or r.stop_after_steps < 1):
+            raise ValueError(f"stop_after_steps must be a positive integer (a step of the schedule), "
+                             f"got {r.stop_after_steps!r}")
         if not 0 < d.min_crop_scale <= 1:
             raise ValueError(f"min_crop_scale must be in (0, 1], got {d.min_crop_scale}")
         if not 0 <= d.max_bad_file_fraction < 1:

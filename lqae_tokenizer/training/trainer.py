@@ -353,10 +353,12 @@ class Trainer:
         signal.signal(signal.SIGINT, request_stop)
 
     def train(self) -> int:
-        """Run to ``total_steps`` (or a stop signal); returns the process exit code (0)."""
+        """Run to ``total_steps`` (or ``stop_after_steps``, or a stop signal); returns the exit code (0)."""
         r = self.config.run
         if r.resume_from_checkpoint:
             self.resume(r.resume_from_checkpoint)
+        # stop_after_steps ends the run early; the learning-rate schedule stays that of total_steps.
+        self.end_step = min(self.total_steps, r.stop_after_steps or self.total_steps)
         self._install_signal_handlers()
         log = self._open_log()
         bar = self._progress_bar()
@@ -364,7 +366,7 @@ class Trainer:
         accum = r.gradient_accumulation_steps
         timer = (time.perf_counter(), self.progress.step)
         try:
-            while self.progress.step < self.total_steps:
+            while self.progress.step < self.end_step:
                 micro = [next(batches) for _ in range(accum)]
                 metrics = self._optimizer_step(micro)
                 self.progress.step += 1
@@ -386,7 +388,7 @@ class Trainer:
     def _after_step(self, metrics: dict[str, float], log, bar, timer):
         r, p = self.config.run, self.progress
         now = time.perf_counter()
-        if p.step % r.log_every == 0 or p.step == self.total_steps:
+        if p.step % r.log_every == 0 or p.step == self.end_step:
             images_per_s = (p.step - timer[1]) * r.train_batch_size / max(now - timer[0], 1e-9)
             record = {"step": p.step, "epoch": p.epoch, "lr": self.scheduler.get_last_lr()[0],
                       "images_per_s": images_per_s, "skipped_files": p.files_skipped,
@@ -398,7 +400,7 @@ class Trainer:
             timer = (now, p.step)
         if bar is not None:
             bar.update(1)
-        if self.val_loader is not None and (p.step % r.validation_steps == 0 or p.step == self.total_steps):
+        if self.val_loader is not None and (p.step % r.validation_steps == 0 or p.step == self.end_step):
             self._validate(log)
         if p.step % r.checkpointing_steps == 0:
             self.save_checkpoint()
@@ -424,7 +426,7 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.total_steps, initial=self.progress.step, desc="lqae-train", unit="step")
+        return tqdm(total=self.end_step, initial=self.progress.step, desc="lqae-train", unit="step")
 
     def _training_facts(self) -> dict[str, Any]:
         """What the model card says about this run (data by folder name, never this machine's path)."""
