@@ -62,7 +62,9 @@ def kmeans(points: torch.Tensor, k: int, iterations: int, generator: torch.Gener
 
 
 def training_images(folder: Path, count: int, seed: int) -> torch.Tensor:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
+    from lqae_tokenizer.training.data import list_images  # the trainer's own listing: same files it trains on
+
+    files = list_images(folder)
     random.Random(seed).shuffle(files)
     images = []
     for path in files[:count]:
