@@ -230,6 +230,25 @@ def test_licence_files_match_the_declared_licence():
     assert "all-MiniLM-L6-v2" in notice and "Fashion-MNIST" in notice
 
 
+def test_fine_tuning_loads_the_language_model_from_a_copy_and_refuses_another_model(word_tokenizer, roberta_lm_dir,
+                                                                                       tmp_path):
+    from lqae_tokenizer.training.config import resolve_config
+    from lqae_tokenizer.training.trainer import build_tokenizer as build_for_training
+
+    word_tokenizer.save_pretrained(tmp_path / "base")
+    common = {"train_data_dir": str(IMAGES), "init_from": str(tmp_path / "base")}
+    copy = shutil.copytree(roberta_lm_dir, tmp_path / "elsewhere" / "lm")
+    tok = build_for_training(resolve_config("tiny", {"model": {"language_model": str(copy)}}, common),
+                             torch.device("cpu"))
+    assert tok.config.language_model == word_tokenizer.config.language_model != str(copy)
+    image = IMAGES / sorted(os.listdir(IMAGES))[0]
+    assert tok.encode(image) == word_tokenizer.encode(image)
+    other = make_roberta_lm(tmp_path / "other", seed=3)  # same shapes and vocabulary, other weights
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        build_for_training(resolve_config("tiny", {"model": {"language_model": str(other)}}, common),
+                           torch.device("cpu"))
+
+
 def test_fine_tuning_takes_training_settings_and_refuses_architecture_changes(word_tokenizer, tmp_path):
     from lqae_tokenizer.training.config import resolve_config
     from lqae_tokenizer.training.trainer import build_tokenizer as build_for_training

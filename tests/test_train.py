@@ -233,9 +233,14 @@ def test_a_training_checkpoint_exports_and_fine_tunes_like_final(roberta_lm_dir,
     assert last.encode(image) == final.encode(image)
     assert any(not torch.equal(a, b) for a, b in zip(earlier.model.trainable_parameters(),
                                                       last.model.trainable_parameters()))
-    out = run_train(train_args(roberta_lm_dir, tmp_path / "b", "--max_train_steps", "2", "--init_from",
+    # The LM moved since (another folder, same model): --language_model says where it now is. The
+    # fine-tuned model still records run a's name for it (it used to refuse: "language_model differs").
+    moved = shutil.copytree(roberta_lm_dir, tmp_path / "moved" / "lm")
+    out = run_train(train_args(moved, tmp_path / "b", "--max_train_steps", "2", "--init_from",
                                str(tmp_path / "a" / "checkpoint-3")))
     assert out.returncode == 0, out.stderr[-2000:]
+    recorded = ImageTokenizer.from_pretrained(tmp_path / "b" / "final", language_model=moved).config.language_model
+    assert recorded == final.config.language_model == str(roberta_lm_dir)
 
 
 def test_resume_latest_with_nothing_to_resume(roberta_lm_dir, tmp_path):

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -75,11 +76,17 @@ def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer
     torch.manual_seed(config.run.seed)
     if config.run.init_from:
         source = Path(config.run.init_from)
+        overrides = model_overrides(config.model)
+        # --language_model says where to load the checkpoint's frozen LM from (a local copy, the folder of
+        # an installed package), not which LM to use: the codebook fingerprint checks it is the same one,
+        # and the checkpoint's portable name for it is what the fine-tuned model records.
+        language_model = overrides.pop("language_model", None)
         if (source / checkpoints.STATE_NAME).is_file():
-            tokenizer = tokenizer_from_checkpoint(source, device)
+            tokenizer = tokenizer_from_checkpoint(source, device, language_model=language_model)
         else:
-            tokenizer = ImageTokenizer.from_pretrained(config.run.init_from, device=device)
-        apply_training_settings(tokenizer, model_overrides(config.model))
+            tokenizer = ImageTokenizer.from_pretrained(config.run.init_from, device=device,
+                                                       language_model=language_model)
+        apply_training_settings(tokenizer, overrides)
         return tokenizer
     lqae = LQAEConfig.from_preset(config.model.preset, image_size=config.data.resolution,
                                   **model_overrides(config.model))
@@ -104,14 +111,22 @@ def load_trainable(model: torch.nn.Module, data: bytes) -> None:
         module.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
 
 
-def tokenizer_from_checkpoint(path: Path, device: torch.device | str = "cpu") -> ImageTokenizer:
+def tokenizer_from_checkpoint(path: Path, device: torch.device | str = "cpu",
+                              language_model: str | os.PathLike | None = None) -> ImageTokenizer:
     """The tokenizer a training checkpoint (``output_dir/checkpoint-<step>``) holds, checksums verified.
 
     Lets a run be exported or fine-tuned (``--init_from``) from any step, not only from ``final``.
+    ``language_model``: a local copy to load the frozen LM from instead of the recorded name (as in
+    ``ImageTokenizer.from_pretrained``); the recorded name is kept and the codebook fingerprint must match.
     Raises :class:`~lqae_tokenizer.training.checkpoints.CheckpointCorrupt` for altered files.
     """
     state, files = checkpoints.read_verified(Path(path))
-    tokenizer = ImageTokenizer(LQAEConfig.from_dict(state["model_config"]), device=device)
+    config = LQAEConfig.from_dict(state["model_config"])
+    if language_model is None:
+        tokenizer = ImageTokenizer(config, device=device)
+    else:
+        tokenizer = ImageTokenizer(dataclasses.replace(config, language_model=str(language_model)), device=device)
+        tokenizer._config = tokenizer.model.config = config
     load_trainable(tokenizer.model, files["trainable.safetensors"])
     tokenizer.model.eval()
     return tokenizer
