@@ -2,8 +2,8 @@
 
 The nearest allowed row (exact, see :mod:`lqae_tokenizer.search`) replaces each encoder vector; the
 quantized vector is the raw (un-normalised) embedding row, passed back with the straight-through
-estimator ``q_st = z + sg(q - z)``; the commitment loss is ``mse(sg(q), z)``. When the table is
-trained (the VQ-VAE baseline), the codebook loss ``mse(q, sg(z))`` moves its rows towards the
+estimator ``q_st = sg(q) + z - sg(z)`` (exactly ``q``, the gradient of ``z``); the commitment loss is
+``mse(sg(q), z)``. When the table is trained (the VQ-VAE baseline), the codebook loss ``mse(q, sg(z))`` moves its rows towards the
 encoder's vectors; for a frozen table it is zero.
 """
 
@@ -87,8 +87,11 @@ class LanguageQuantizer(nn.Module):
             codebook_loss = F.mse_loss(q.float(), z.detach().float())
         else:
             codebook_loss = z.new_zeros((), dtype=torch.float32)
-        return QuantizerOutput(ids=ids, quantized=z + (q - z).detach(), commitment_loss=commitment,
-                               codebook_loss=codebook_loss)
+        # Exactly q (z - z is 0) with z's gradient: z + (q - z) would round q's low bits away when the
+        # encoder's vectors are far larger than the rows. q is detached: a learned table moves only
+        # through the codebook loss, as in the official VQ-VAE.
+        quantized = q.detach() + (z - z.detach())
+        return QuantizerOutput(ids=ids, quantized=quantized, commitment_loss=commitment, codebook_loss=codebook_loss)
 
 
 def codebook_usage(ids: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
