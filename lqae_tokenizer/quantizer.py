@@ -3,8 +3,8 @@
 The nearest allowed row (exact, see :mod:`lqae_tokenizer.search`) replaces each encoder vector; the
 quantized vector is the raw (un-normalised) embedding row, passed back with the straight-through
 estimator ``q_st = sg(q) + z - sg(z)`` (exactly ``q``, the gradient of ``z``); the commitment loss is
-``mse(sg(q), z)``. When the table is trained (the VQ-VAE baseline), the codebook loss ``mse(q, sg(z))`` moves its rows towards the
-encoder's vectors; for a frozen table it is zero.
+``mse(sg(q), z)``. When the table is trained (the VQ-VAE baseline), the codebook loss
+``mse(q, sg(z))`` moves its rows towards the encoder's vectors; for a frozen table it is zero.
 """
 
 from __future__ import annotations
