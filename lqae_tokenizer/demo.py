@@ -20,8 +20,8 @@ import torch
 
 DEMOS_DIR = Path(__file__).parent / "demo_models"
 DEMOS = {
-    "photo": "64x64 colour photos, 64 MiniLM words per image (8x8-pixel patches), trained on wallpapers and "
-             "photographs from Debian packages; small and blurry, a demonstration rather than a production model",
+    "photo": "64x64 colour photos, 256 MiniLM words per image (4x4-pixel patches), trained on wallpapers and "
+             "photographs from Debian packages; small and soft, a demonstration rather than a production model",
     "fashion-mnist": "32x32 greyscale-like images, trained on Fashion-MNIST only, 64 MiniLM words per image; "
                      "not a general-purpose image tokenizer",
 }

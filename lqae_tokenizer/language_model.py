@@ -55,6 +55,7 @@ class FrozenLanguageModel(nn.Module):
         self.model.eval()
         config = self.backbone.config
         self.hidden_size = int(config.hidden_size)
+        self.num_layers = int(config.num_hidden_layers)
         self.max_tokens = _max_positions(self.backbone)
 
     @property

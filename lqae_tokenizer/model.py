@@ -69,13 +69,18 @@ class LQAEModel(nn.Module):
             raise ValueError("mask_ratio > 0 needs a language model with a mask token; set mask_ratio=0")
         self.config = config
         width = language_model.hidden_size
+        states = language_model.num_layers + 1  # embedding output + every layer
+        if any(not -states <= i < states for i in config.decoder_layers):
+            raise ValueError(f"decoder_layers {list(config.decoder_layers)} out of range: the language model has "
+                             f"{states} hidden states (embedding output + {states - 1} layers)")
         self.encoder = ImageEncoder(config.image_size, config.patch_size, config.encoder_width,
-                                    config.encoder_depth, config.encoder_heads, config.mlp_ratio, width,
-                                    config.vit_block)
+                                    config.encoder_depth, config.encoder_heads, config.mlp_ratio,
+                                    config.search_dim or width, config.vit_block)
         self.decoder = ImageDecoder(config.image_size, config.patch_size, config.decoder_width,
-                                    config.decoder_depth, config.decoder_heads, config.mlp_ratio, width,
-                                    config.vit_block)
-        self.quantizer = LanguageQuantizer(allowed_ids, config.metric)
+                                    config.decoder_depth, config.decoder_heads, config.mlp_ratio,
+                                    width * len(config.decoder_layers), config.vit_block, skip=config.decoder_skip)
+        projection = (width, config.search_dim) if config.search_dim else None
+        self.quantizer = LanguageQuantizer(allowed_ids, config.metric, projection)
         self.learned = config.quantizer == "learned"
         # The VQ-VAE baseline's own codebook, initialised as the official VQAE's: N(0, 1/width)
         # (flax variance_scaling(1, "fan_in", "normal") on a [K, width] table).
@@ -96,6 +101,8 @@ class LQAEModel(nn.Module):
     def trainable_modules(self) -> dict[str, nn.Module]:
         """The modules whose weights are trained and saved (never the language model)."""
         modules: dict[str, nn.Module] = {"encoder": self.encoder, "decoder": self.decoder}
+        if self.quantizer.projection is not None:
+            modules["quantizer"] = self.quantizer
         if self.codebook is not None:
             modules["codebook"] = self.codebook
         return modules
@@ -128,8 +135,18 @@ class LQAEModel(nn.Module):
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """ids ``[B, N]`` -> pixels ``[B, 3, H, W]`` clamped to [0, 1], through the LM (no mask);
         a learned codebook's rows go to the decoder directly."""
-        hidden = self.embed(ids) if self.learned else self.language_model(self.embed(ids))
+        hidden = self.embed(ids) if self.learned else self.decoder_input(self.embed(ids))[0]
         return self.decoder(hidden.to(_dtype_of(self.decoder))).clamp(0.0, 1.0)
+
+    def decoder_input(self, lm_inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """LM input vectors ``[B, N, H]`` -> (what the decoder reads: the ``decoder_layers`` hidden
+        states concatenated, ``[B, N, H * len(decoder_layers)]``; the last hidden state ``[B, N, H]``)."""
+        layers = self.config.decoder_layers
+        if layers == (-1,):
+            last = self.language_model(lm_inputs)
+            return last, last
+        states = self.language_model.all_hidden_states(lm_inputs)
+        return torch.cat([states[i] for i in layers], dim=-1), states[-1]
 
     def hidden_states(self, ids: torch.Tensor, layers: tuple[int, ...] | None = None) -> torch.Tensor:
         """ids ``[B, N]`` -> the LM's last hidden states ``[B, N, H]``, or the mean of ``layers``
@@ -188,14 +205,16 @@ class LQAEModel(nn.Module):
             if self.mask_token_id is None:
                 raise ValueError("masking needs a language model with a mask token")
             lm_inputs = torch.where(masked.unsqueeze(-1), embeddings[self.mask_token_id], lm_inputs)
-        hidden = self.language_model(lm_inputs)  # [B, N, H]
-        reconstruction = self.decoder(hidden.to(_dtype_of(self.decoder)))
+        decoder_input, hidden = self.decoder_input(lm_inputs)  # [B, N, H * layers], [B, N, H]
+        reconstruction = self.decoder(decoder_input.to(_dtype_of(self.decoder)))
         pixel_loss = F.mse_loss(reconstruction.float(), pixels.float())
         mlm_loss = self._mlm_loss(hidden, quantized.ids, masked)
         entropy = self._entropy_loss(z, embeddings, generator)
         c = self.config
+        # The codebook loss is zero unless a search projection is trained.
         loss = (c.pixel_loss_weight * pixel_loss + c.commitment_weight * quantized.commitment_loss.float()
-                + c.mlm_loss_weight * mlm_loss + c.codebook_entropy_weight * entropy)
+                + c.mlm_loss_weight * mlm_loss + c.codebook_entropy_weight * entropy
+                + c.codebook_loss_weight * quantized.codebook_loss)
         usage, perplexity = codebook_usage(quantized.ids, self.codebook_size)
         return LQAEOutput(reconstruction, quantized.ids, loss, pixel_loss, quantized.commitment_loss.float(),
                           mlm_loss, usage, perplexity, quantized.codebook_loss, entropy)

@@ -14,12 +14,15 @@ TAGS = ["image-tokenizer", "lqae", "vector-quantization", "image-to-text"]
 
 def _body(config: LQAEConfig, training: dict[str, Any]) -> str:
     words = "whole-word" if config.codebook_vocabulary == "words" else "full"
+    search = f"{config.metric} search"
+    if config.search_dim:
+        search = f"l2 search in a learned {config.search_dim}-dim projection of the embeddings"
     lines = [
         "# LQAE image tokenizer",
         "",
         f"Turns a {config.image_size}x{config.image_size} RGB image into {config.tokens_per_image} ids of the "
-        f"frozen language model `{config.language_model}`'s vocabulary ({words} codebook, {config.metric} "
-        "search) and back, with [lqae-tokenizer](https://pypi.org/project/lqae-tokenizer/) "
+        f"frozen language model `{config.language_model}`'s vocabulary ({words} codebook, {search}) "
+        "and back, with [lqae-tokenizer](https://pypi.org/project/lqae-tokenizer/) "
         "(Language Quantized AutoEncoder, Liu, Yan & Abbeel, 2023).",
         "",
         "```python",

@@ -5,6 +5,12 @@ quantized vector is the raw (un-normalised) embedding row, passed back with the 
 estimator ``q_st = sg(q) + z - sg(z)`` (exactly ``q``, the gradient of ``z``); the commitment loss is
 ``mse(sg(q), z)``. When the table is trained (the VQ-VAE baseline), the codebook loss
 ``mse(q, sg(z))`` moves its rows towards the encoder's vectors; for a frozen table it is zero.
+
+With a search projection (``search_dim`` > 0) the same happens in the projection: queries ``z`` are
+``search_dim`` wide, the searched rows are ``normalize(E_w) @ P``, the commitment and codebook losses
+compare ``z`` with the chosen projected row (the codebook loss trains ``P``), and the LM still gets the
+raw row ``E_w``, straight-through: ``E_w + |E_w| (z - sg(z)) pinv(P)``, the displacement of the unit
+embedding whose projection moved as ``z`` did, at the row's own scale.
 """
 
 from __future__ import annotations
@@ -50,25 +56,45 @@ class LanguageQuantizer(nn.Module):
     Args:
         allowed_ids: ``LongTensor[K]`` sorted ids the quantizer may return.
         metric: ``"cosine"`` (paper) or ``"l2"``.
+        projection: ``(H, d)`` to search in a trained ``d``-dim projection of the normalised rows
+            (then ``metric`` must be ``"l2"`` and queries are ``d`` wide); None (paper) searches the rows.
 
     The table (the language model's ``[V, H]`` word embeddings) is passed to each call, so it is
     neither copied nor registered twice; the prepared search layout is cached and rebuilt when the
     table moves, changes dtype or is modified in place.
     """
 
-    def __init__(self, allowed_ids: torch.Tensor, metric: str) -> None:
+    def __init__(self, allowed_ids: torch.Tensor, metric: str, projection: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.register_buffer("allowed_ids", allowed_ids.clone(), persistent=False)
         self.metric = metric
+        # P [H, d]: N(0, 1/H) keeps a unit row's projection at about unit size.
+        self.projection = None
+        if projection is not None:
+            width, dim = projection
+            self.projection = nn.Parameter(torch.randn(width, dim) * width**-0.5)
         self._codebook: Codebook | None = None
         self._codebook_key: tuple | None = None
 
+    def searched_rows(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``[V, D]`` the rows the search compares queries with: ``embeddings`` itself, or with a
+        projection ``normalize(embeddings) @ P`` ``[V, d]`` in float32 (differentiable in ``P``)."""
+        if self.projection is None:
+            return embeddings
+        return F.normalize(embeddings.detach().float(), dim=-1) @ self.projection.float()
+
     def codebook(self, embeddings: torch.Tensor) -> Codebook:
-        """The prepared search layout of ``embeddings`` (cached)."""
+        """The prepared search layout of ``embeddings`` (cached; rebuilt when the table or the
+        projection moves, changes dtype or is modified in place)."""
         key = (embeddings.data_ptr(), embeddings.device, embeddings.dtype, embeddings._version)
+        if self.projection is not None:
+            p = self.projection
+            key += (p.data_ptr(), p.device, p.dtype, p._version)
         if self._codebook is None or key != self._codebook_key:
             allowed = self.allowed_ids.to(embeddings.device)
-            self._codebook = Codebook(embeddings.detach(), metric=self.metric, allowed_ids=allowed)
+            with torch.no_grad():
+                rows = self.searched_rows(embeddings)
+            self._codebook = Codebook(rows.detach(), metric=self.metric, allowed_ids=allowed)
             self._codebook_key = key
         return self._codebook
 
@@ -80,6 +106,8 @@ class LanguageQuantizer(nn.Module):
         return self.codebook(embeddings).search(flat).view(z.shape[:-1])
 
     def forward(self, z: torch.Tensor, embeddings: torch.Tensor) -> QuantizerOutput:
+        if self.projection is not None:
+            return self._projected_forward(z, embeddings)
         ids = self.search(z, embeddings)
         q = F.embedding(ids, embeddings).to(z.dtype)  # raw rows, [B, N, H]
         commitment = F.mse_loss(z.float(), q.detach().float())
@@ -91,6 +119,24 @@ class LanguageQuantizer(nn.Module):
         # encoder's vectors are far larger than the rows. q is detached: a learned table moves only
         # through the codebook loss, as in the official VQ-VAE.
         quantized = q.detach() + (z - z.detach())
+        return QuantizerOutput(ids=ids, quantized=quantized, commitment_loss=commitment, codebook_loss=codebook_loss)
+
+    def _projected_forward(self, z: torch.Tensor, embeddings: torch.Tensor) -> QuantizerOutput:
+        """Search in the projection; losses there; raw rows to the LM with the straight-through gradient."""
+        ids = self.search(z, embeddings)  # [B, N]
+        q = F.embedding(ids, embeddings).to(z.dtype)  # raw rows for the LM, [B, N, H]
+        unit = F.normalize(F.embedding(ids, embeddings).detach().float(), dim=-1)  # [B, N, H]
+        projected = unit @ self.projection.float()  # the chosen rows in the projection, [B, N, d]
+        commitment = F.mse_loss(z.float(), projected.detach())
+        if self.projection.requires_grad and torch.is_grad_enabled():
+            codebook_loss = F.mse_loss(projected, z.detach().float())
+        else:
+            codebook_loss = z.new_zeros((), dtype=torch.float32)
+        # pinv(P) [d, H] maps a move of the projected query to the least move of the unit embedding
+        # that makes it (P has full column rank), scaled to the row's norm; its value is exactly 0.
+        back = torch.linalg.pinv(self.projection.detach().float())
+        moved = ((z.float() - z.detach().float()) @ back) * q.detach().float().norm(dim=-1, keepdim=True)
+        quantized = q.detach() + moved.to(q.dtype)
         return QuantizerOutput(ids=ids, quantized=quantized, commitment_loss=commitment, codebook_loss=codebook_loss)
 
 

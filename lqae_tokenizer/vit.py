@@ -160,10 +160,14 @@ class ImageEncoder(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    """Language-model hidden states ``[B, N, in_width]`` -> pixels ``[B, 3, H, W]`` (unclamped)."""
+    """Language-model hidden states ``[B, N, in_width]`` -> pixels ``[B, 3, H, W]`` (unclamped).
+
+    ``skip=True`` adds a linear map from each token's states straight to its patch's pixels, beside
+    the ViT: the patch's own word decides most of its pixels, and the ViT learns what context adds.
+    """
 
     def __init__(self, image_size: int, patch_size: int, width: int, depth: int, heads: int,
-                 mlp_ratio: float, in_width: int, block: str = "plain") -> None:
+                 mlp_ratio: float, in_width: int, block: str = "plain", skip: bool = False) -> None:
         super().__init__()
         self.grid = image_size // patch_size
         self.patch_size = patch_size
@@ -174,12 +178,18 @@ class ImageDecoder(nn.Module):
             self.to_pixels = nn.ConvTranspose2d(width, 3, kernel_size=patch_size, stride=patch_size)
         else:
             self.to_pixels = nn.Linear(width, 3 * patch_size**2)
+        # Per token: 3 x p x p pixels in channel, row, column order (F.fold's layout), pixel scale.
+        self.skip = nn.Linear(in_width, 3 * patch_size**2) if skip else None
         init_weights(self, truncated=block == "plain")
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         x = self.transformer(self.from_language_model(hidden))  # [B, N, W]
         b, g, p = x.shape[0], self.grid, self.patch_size
         if self.block == "lqae":
-            return self.to_pixels(x.transpose(1, 2).reshape(b, -1, g, g))  # [B, 3, g*p, g*p], pixel scale
-        x = self.to_pixels(x).view(b, g, g, 3, p, p).permute(0, 3, 1, 4, 2, 5)  # [B, 3, g, p, g, p]
-        return x.reshape(b, 3, g * p, g * p) * 0.5 + 0.5  # back from [-1, 1] to pixel scale
+            pixels = self.to_pixels(x.transpose(1, 2).reshape(b, -1, g, g))  # [B, 3, g*p, g*p], pixel scale
+        else:
+            x = self.to_pixels(x).view(b, g, g, 3, p, p).permute(0, 3, 1, 4, 2, 5)  # [B, 3, g, p, g, p]
+            pixels = x.reshape(b, 3, g * p, g * p) * 0.5 + 0.5  # back from [-1, 1] to pixel scale
+        if self.skip is not None:
+            pixels = pixels + F.fold(self.skip(hidden).transpose(1, 2), g * p, p, stride=p)
+        return pixels

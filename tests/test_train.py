@@ -215,6 +215,29 @@ def test_freeze_encoder_trains_the_decoder_and_keeps_every_id(roberta_lm_dir, tm
     assert all(r["entropy_loss"] == 0.0 for r in metrics(tmp_path / "b") if "loss" in r)
 
 
+def test_projected_search_trains_then_freezes_with_its_projection(roberta_lm_dir, tmp_path):
+    # The photo tokenizer's options from a config file (decoder_layers as a JSON list), trained end to
+    # end (the projection moves), then fine-tuned with --freeze_encoder (projection and ids kept).
+    settings = tmp_path / "projected.json"
+    settings.write_text('{"model": {"search_dim": 12, "metric": "l2", "decoder_layers": [0, -1], '
+                        '"decoder_skip": true, "mask_ratio": 0.0}}')
+    first = run_train(train_args(roberta_lm_dir, tmp_path / "a", "--max_train_steps", "3", "--learning_rate", "2e-3",
+                                 "--config", str(settings)))
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = run_train(train_args(roberta_lm_dir, tmp_path / "b", "--max_train_steps", "3", "--learning_rate", "2e-3",
+                               "--config", str(settings), "--init_from", str(tmp_path / "a" / "final"),
+                               "--freeze_encoder"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert a["quantizer.projection"].shape == (32, 12)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder.", "quantizer.")))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder.skip"))
+    before, after = (ImageTokenizer.from_pretrained(tmp_path / run / "final") for run in ("a", "b"))
+    assert after.config.decoder_layers == (0, -1) and after.config.search_dim == 12
+    images = sorted(FASHION.glob("*.png"))[:8]
+    assert [before.encode(i) for i in images] == [after.encode(i) for i in images]
+
+
 def test_freeze_encoder_without_init_from_is_refused(roberta_lm_dir, tmp_path):
     out = run_train(train_args(roberta_lm_dir, tmp_path / "run", "--max_train_steps", "2", "--freeze_encoder"))
     assert out.returncode == 2 and "freeze_encoder" in out.stderr and "--init_from" in out.stderr

@@ -57,7 +57,9 @@ def apply_training_settings(tokenizer: ImageTokenizer, overrides: dict[str, Any]
     field given must equal the checkpoint's (``ValueError`` naming it otherwise)."""
     current = tokenizer.config
     changes = {k: v for k, v in overrides.items() if k in TRAINING_FIELDS}
-    fixed = {k: v for k, v in overrides.items() if k not in TRAINING_FIELDS and getattr(current, k) != v}
+    # A list from a config file means the same as the config's tuple (decoder_layers).
+    fixed = {k: v for k, v in overrides.items()
+             if k not in TRAINING_FIELDS and getattr(current, k) != (tuple(v) if isinstance(v, list) else v)}
     if fixed:
         name, value = next(iter(fixed.items()))
         raise ValueError(f"--init_from fine-tunes the checkpoint as it is: {name}={value!r} differs from its "
@@ -190,6 +192,8 @@ class Trainer:
         """Stop training everything that decides the ids: the encoder and a learned codebook. Their
         weights still go into every checkpoint, so a checkpoint is a whole tokenizer."""
         frozen = [self.model.encoder] + ([self.model.codebook] if self.model.codebook is not None else [])
+        if self.model.quantizer.projection is not None:  # the search projection decides ids too
+            frozen.append(self.model.quantizer)
         for module in frozen:
             module.requires_grad_(False)
 
