@@ -78,10 +78,15 @@ class LanguageQuantizer(nn.Module):
 
     def searched_rows(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``[V, D]`` the rows the search compares queries with: ``embeddings`` itself, or with a
-        projection ``normalize(embeddings) @ P`` ``[V, d]`` in float32 (differentiable in ``P``)."""
+        projection ``normalize(embeddings) @ P`` ``[V, d]``, computed in float64 and rounded to float32.
+
+        Float64 with autocast off, so that no global precision setting (autocast, reduced-precision
+        float32 matmuls) changes the rows, and with them the ids."""
         if self.projection is None:
             return embeddings
-        return F.normalize(embeddings.detach().float(), dim=-1) @ self.projection.float()
+        with torch.autocast(embeddings.device.type, enabled=False):
+            unit = F.normalize(embeddings.detach().double(), dim=-1)
+            return (unit @ self.projection.detach().double()).float()
 
     def codebook(self, embeddings: torch.Tensor) -> Codebook:
         """The prepared search layout of ``embeddings`` (cached; rebuilt when the table or the
@@ -92,9 +97,7 @@ class LanguageQuantizer(nn.Module):
             key += (p.data_ptr(), p.device, p.dtype, p._version)
         if self._codebook is None or key != self._codebook_key:
             allowed = self.allowed_ids.to(embeddings.device)
-            with torch.no_grad():
-                rows = self.searched_rows(embeddings)
-            self._codebook = Codebook(rows.detach(), metric=self.metric, allowed_ids=allowed)
+            self._codebook = Codebook(self.searched_rows(embeddings), metric=self.metric, allowed_ids=allowed)
             self._codebook_key = key
         return self._codebook
 
@@ -124,8 +127,9 @@ class LanguageQuantizer(nn.Module):
     def _projected_forward(self, z: torch.Tensor, embeddings: torch.Tensor) -> QuantizerOutput:
         """Search in the projection; losses there; raw rows to the LM with the straight-through gradient."""
         ids = self.search(z, embeddings)  # [B, N]
-        q = F.embedding(ids, embeddings).to(z.dtype)  # raw rows for the LM, [B, N, H]
-        unit = F.normalize(F.embedding(ids, embeddings).detach().float(), dim=-1)  # [B, N, H]
+        rows = F.embedding(ids, embeddings).detach()  # raw rows, [B, N, H], in the table's dtype
+        q = rows.to(z.dtype)  # what the LM reads
+        unit = F.normalize(rows.float(), dim=-1)  # [B, N, H]
         projected = unit @ self.projection.float()  # the chosen rows in the projection, [B, N, d]
         commitment = F.mse_loss(z.float(), projected.detach())
         if self.projection.requires_grad and torch.is_grad_enabled():
@@ -135,8 +139,8 @@ class LanguageQuantizer(nn.Module):
         # pinv(P) [d, H] maps a move of the projected query to the least move of the unit embedding
         # that makes it (P has full column rank), scaled to the row's norm; its value is exactly 0.
         back = torch.linalg.pinv(self.projection.detach().float())
-        moved = ((z.float() - z.detach().float()) @ back) * q.detach().float().norm(dim=-1, keepdim=True)
-        quantized = q.detach() + moved.to(q.dtype)
+        moved = ((z.float() - z.detach().float()) @ back) * rows.float().norm(dim=-1, keepdim=True)
+        quantized = q + moved.to(q.dtype)
         return QuantizerOutput(ids=ids, quantized=quantized, commitment_loss=commitment, codebook_loss=codebook_loss)
 
 

@@ -20,10 +20,11 @@ def projected(roberta_lm_dir):
 
 
 def oracle_ids(queries: torch.Tensor, table: torch.Tensor, allowed: torch.Tensor, projection: torch.Tensor):
-    """float64 brute force: argmin over allowed w of ||q - normalize(E_w) P||^2 (lowest id on ties)."""
+    """float64 brute force: argmin over allowed w of ||q - r_w||^2 (lowest id on ties), where the rows
+    r_w = normalize(E_w) P are computed in float64 and stored in float32, as the config documents."""
     rows = table.double()[allowed]
     rows = rows / rows.norm(dim=-1, keepdim=True)
-    projected = rows @ projection.double()  # [K, d]
+    projected = (rows @ projection.double()).float().double()  # [K, d]
     distance = torch.cdist(queries.double(), projected) ** 2  # [M, K]
     return allowed[distance.argmin(dim=1)]
 
@@ -159,3 +160,26 @@ def test_projection_edit_invalidates_the_cached_search(roberta_lm_dir):
                           model.quantizer.projection.detach())
     after = tokenizer.encode(image)
     assert after == expected.tolist() and after != before
+
+
+@pytest.mark.parametrize("setting", ["bf16-autocast", "fp16-queries", "matmul-medium"])
+def test_search_stays_exact_under_every_precision_setting(projected, setting):
+    model = projected.model
+    table = model.language_model.word_embeddings.detach()
+    allowed = model.quantizer.allowed_ids
+    projection = model.quantizer.projection.detach()
+    rows = F.normalize(table.double()[allowed], dim=-1) @ projection.double()
+    g = torch.Generator().manual_seed(1)
+    pick, other = (torch.randint(0, len(allowed), (128,), generator=g) for _ in range(2))
+    queries = ((rows[pick] + rows[other]) / 2).float()  # near-ties once rounded to the query dtype
+    dtype = {"bf16-autocast": torch.bfloat16, "fp16-queries": torch.float16}.get(setting, torch.float32)
+    queries = queries.to(dtype)
+    previous = torch.get_float32_matmul_precision()
+    try:
+        if setting == "matmul-medium":
+            torch.set_float32_matmul_precision("medium")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bf16-autocast"):
+            got = model.quantizer.search(queries[None], table)[0]
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert torch.equal(got, oracle_ids(queries.double(), table, allowed, projection))
