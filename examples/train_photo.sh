@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bundled photo tokenizer's recipe, one command (about 2 hours on a 2-core AVX512-BF16 CPU, 2 threads):
+# The bundled photo tokenizer's recipe, one command (about 2.5 hours on a 2-core AVX512-BF16 CPU, 2 threads):
 #   bash examples/train_photo.sh [WORK_DIR]
 # Installs the Debian packages of photographs and wallpapers it trains on (needs root for apt-get), cuts
 # the training crops, fits the model in stages and trains its decoder with lqae-train, then packages the
