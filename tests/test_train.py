@@ -171,6 +171,14 @@ def test_fine_tune_from_a_checkpoint(roberta_lm_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    # b's model card says what it started from and how that was trained, without this machine's path.
+    from huggingface_hub import ModelCard
+
+    card = (tmp_path / "b" / "final" / "README.md").read_text()
+    facts = ModelCard(card).data.to_dict()["lqae_training"]
+    assert facts["init_from"] == "a/final" and facts["steps"] == 5
+    assert facts["init_from_training"]["steps"] == 5 and "metrics" not in facts["init_from_training"]
+    assert str(tmp_path) not in card
 
 
 def test_stop_after_steps_cuts_the_run_and_a_resume_finishes_it_identically(roberta_lm_dir, tmp_path):

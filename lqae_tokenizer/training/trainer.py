@@ -95,6 +95,18 @@ def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer
     return ImageTokenizer(lqae, device=device)
 
 
+def _portable_name(source: str) -> str:
+    """What a model card calls ``--init_from``, never this machine's path: a Hub id as given,
+    ``run/final`` and ``run/checkpoint-500`` with their run's name, any other folder by its own name."""
+    folder = Path(source)
+    if not folder.exists():
+        return source
+    folder = folder.resolve()
+    if folder.name == "final" or folder.name.startswith(checkpoints.PREFIX):
+        return f"{folder.parent.name}/{folder.name}"
+    return folder.name
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader workers leave SIGTERM/SIGINT to the main process. A scheduler that signals the whole
     process group would otherwise kill them mid-step, and the main process, told to checkpoint and stop,
@@ -177,6 +189,9 @@ class Trainer:
             if not self.dist.is_main:
                 warnings.simplefilter("ignore")
             self.tokenizer = build_tokenizer(config, self.dist.device)
+        # A fine-tuned tokenizer's card keeps how its starting point was made (the card's facts of
+        # --init_from), so a staged recipe is not reduced to its last stage.
+        self.start_facts = dict(self.tokenizer.training_facts) if config.run.init_from else {}
         self.model = self.tokenizer.model
         if self.model.mlm_term_dropped and self.dist.is_main:
             logger.warning("language model %r has no trained masked-LM head: the masked-LM loss term is off "
@@ -455,6 +470,11 @@ class Trainer:
             "steps": p.step, "images_seen": p.step * c.run.train_batch_size, "resolution": c.data.resolution,
             "train_batch_size": c.run.train_batch_size, "mixed_precision": c.run.mixed_precision,
         }
+        if c.run.init_from:
+            facts["init_from"] = _portable_name(c.run.init_from)
+            earlier = {k: v for k, v in self.start_facts.items() if k != "metrics"}  # its metrics are stale
+            if earlier:
+                facts["init_from_training"] = earlier
         if getattr(self, "last_validation", None):
             facts["metrics"] = {k: finite_or_none(v) for k, v in self.last_validation.items()}
         return facts
