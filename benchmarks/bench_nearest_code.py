@@ -81,7 +81,7 @@ def float64_stage_share(x: torch.Tensor, book: Codebook) -> float:
     fed = exact_q.to(b.filter_dtype)
     _, codes = reference.chunk_sizes(x.shape[0], b.rows.shape[0], DEFAULT_MEMORY_BUDGET, b.filter_rows.element_size())
     val, pos = reference._top_candidates(fed, b.filter_rows, reference.CANDIDATES, codes)
-    margin = reference._margin(reference.filter_arithmetic(b, x.device), fed.shape[1], fed, exact_q, b.row_norm,
+    margin = reference.score_margin(reference.filter_arithmetic(b, x.device), fed.shape[1], fed, exact_q, b.row_norm,
                                b.row_error, val[:, 0], b.metric)
     _, unresolved = reference._rerank(x, b.rows, b.metric, val, pos, margin)
     return float(unresolved.float().mean())

@@ -11,13 +11,13 @@ whatever rounding remains is measured here, in float64, and enters the bound.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from . import bounds
-from .reference import PREPARE_ROWS, query_layout, row_layout, table_exponent, table_shift
+from .reference import (lay_out_in_chunks, query_layout, scale_each_row, score_margin, table_exponent,
+                        table_shift)
 
 
 @dataclass
@@ -42,12 +42,10 @@ class KernelLayout:
 
 def _scaled_rows(chunk: torch.Tensor, metric: str, exponent: int) -> torch.Tensor:
     """float64 rows as the kernel should see them (before rounding to its dtype)."""
-    r64 = chunk.detach().to(torch.float64)
     if metric == "cosine":
-        amax = r64.abs().amax(dim=1, keepdim=True)
-        _, e = torch.frexp(torch.where(amax > 0, amax, 1.0))
-        return torch.ldexp(r64, (1 - e).to(torch.float64))
-    return torch.ldexp(r64, torch.tensor(-exponent, dtype=torch.float64, device=r64.device))
+        return scale_each_row(chunk)
+    return torch.ldexp(chunk.detach().to(torch.float64), torch.tensor(-exponent, dtype=torch.float64,
+                                                                      device=chunk.device))
 
 
 def _effective(fed: torch.Tensor, aux: torch.Tensor, metric: str) -> torch.Tensor:
@@ -60,12 +58,11 @@ def _effective(fed: torch.Tensor, aux: torch.Tensor, metric: str) -> torch.Tenso
 
 
 def prepare_kernel_layout(rows: torch.Tensor, metric: str, dtype: torch.dtype) -> KernelLayout:
-    """Lay out ``rows`` ``[V, D]`` for the kernel in ``dtype``, a few thousand rows at a time."""
+    """Lay out ``rows`` ``[V, D]`` for the kernel in ``dtype`` (the reference's chunked preparation)."""
     exponent = table_exponent(rows, metric)
     shift = table_shift(rows, metric, exponent)
-    fed_parts, aux_parts, row_norm, row_error = [], [], 0.0, 0.0
-    for r0 in range(0, rows.shape[0], PREPARE_ROWS):
-        chunk = rows[r0 : r0 + PREPARE_ROWS]
+
+    def feed(chunk: torch.Tensor, exact: torch.Tensor):
         fed = _scaled_rows(chunk, metric, exponent).to(dtype)
         wide = fed.to(torch.float64)
         norms = torch.linalg.vector_norm(wide, dim=1)
@@ -75,14 +72,11 @@ def prepare_kernel_layout(rows: torch.Tensor, metric: str, dtype: torch.dtype) -
             aux = (norms**2 - 2 * shift).to(torch.float32)
         else:
             aux = torch.zeros_like(norms, dtype=torch.float32)
-        effective = _effective(wide, aux.to(torch.float64), metric)
-        exact = row_layout(chunk, metric, exponent, shift)
-        row_norm = max(row_norm, float(torch.linalg.vector_norm(effective, dim=1).max()))
-        row_error = max(row_error, float(torch.linalg.vector_norm(effective - exact, dim=1).max()))
-        fed_parts.append(fed)
-        aux_parts.append(aux)
-    return KernelLayout(torch.cat(fed_parts).contiguous(), torch.cat(aux_parts), metric, exponent, shift,
-                        row_norm, row_error)
+        return (fed, aux), _effective(wide, aux.to(torch.float64), metric)
+
+    parts, row_norm, row_error = lay_out_in_chunks(rows, metric, exponent, shift, feed)
+    return KernelLayout(torch.cat([f for f, _ in parts]).contiguous(), torch.cat([a for _, a in parts]), metric,
+                        exponent, shift, row_norm, row_error)
 
 
 def kernel_queries(x: torch.Tensor, layout: KernelLayout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,10 +108,6 @@ def kernel_margin(fed: torch.Tensor, exact: torch.Tensor, layout: KernelLayout, 
     if metric == "l2":  # the kernel's score is 2 (q . r_j): the augmented query is [x, 1], halved
         wide = torch.cat([wide, torch.ones_like(wide[:, :1])], dim=1)
         best = best.double() / 2
-    q_norm = torch.linalg.vector_norm(wide, dim=1)
-    q_error = torch.linalg.vector_norm(wide - exact, dim=1)
-    bound = bounds.score_error_bound(arithmetic, fed.shape[1], q_norm, q_error, layout.row_norm,
-                                     layout.row_error, best)
-    slack = bounds.float64_oracle_slack(exact.shape[1], q_norm + q_error, layout.row_norm + layout.row_error, metric)
-    margin = 2 * (bound + slack) * (2.0 if metric == "l2" else 1.0)
-    return torch.where(q_norm * layout.row_norm < bounds.OVERFLOW_GUARD, margin, math.inf)
+    margin = score_margin(arithmetic, fed.shape[1], wide, exact, layout.row_norm, layout.row_error, best, metric,
+                          oracle_terms=exact.shape[1])
+    return margin * (2.0 if metric == "l2" else 1.0)

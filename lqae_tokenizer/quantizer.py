@@ -60,8 +60,7 @@ class LanguageQuantizer(nn.Module):
             (then ``metric`` must be ``"l2"`` and queries are ``d`` wide); None (paper) searches the rows.
 
     The table (the language model's ``[V, H]`` word embeddings) is passed to each call, so it is
-    neither copied nor registered twice; the prepared search layout is cached and rebuilt when the
-    table moves, changes dtype or is modified in place.
+    not registered twice; the prepared search layout of a frozen table is cached (see :meth:`codebook`).
     """
 
     def __init__(self, allowed_ids: torch.Tensor, metric: str, projection: tuple[int, int] | None = None) -> None:
@@ -89,13 +88,24 @@ class LanguageQuantizer(nn.Module):
             return (unit @ self.projection.detach().double()).float()
 
     def codebook(self, embeddings: torch.Tensor) -> Codebook:
-        """The prepared search layout of ``embeddings`` (cached; rebuilt when the table or the
-        projection moves, changes dtype or is modified in place)."""
+        """The prepared search layout of ``embeddings``.
+
+        While training (a trainable table or projection with gradients enabled) it is prepared at
+        every call: training changes it every step anyway, and an update written through ``.data``
+        (an EMA codebook, say) leaves no trace a cache could check. Otherwise (inference, or the
+        language model's frozen table) it is prepared once and kept until the table or the
+        projection moves, changes dtype or is changed in place through autograd-visible operations
+        (their version counter). The tokenizer owns these tensors: writing into them through
+        ``.data`` outside training is not detected; build a new tokenizer instead.
+        """
         key = (embeddings.data_ptr(), embeddings.device, embeddings.dtype, embeddings._version)
         if self.projection is not None:
             p = self.projection
             key += (p.data_ptr(), p.device, p.dtype, p._version)
-        if self._codebook is None or key != self._codebook_key:
+        trainable = embeddings.requires_grad or (self.projection is not None and self.projection.requires_grad)
+        if trainable and torch.is_grad_enabled():
+            key = None  # never equal to the stored key: prepare now
+        if self._codebook is None or key is None or key != self._codebook_key:
             allowed = self.allowed_ids.to(embeddings.device)
             self._codebook = Codebook(self.searched_rows(embeddings), metric=self.metric, allowed_ids=allowed)
             self._codebook_key = key

@@ -20,11 +20,9 @@ treats it as one opaque call (no graph break).
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import os
-import weakref
 
 import torch
 
@@ -111,6 +109,12 @@ def _check_queries(x: torch.Tensor, dim: int, device: torch.device) -> None:
 class Codebook:
     """A codebook prepared once for repeated exact nearest-row search.
 
+    The codebook is a snapshot: it copies the rows it searches when built, so every later search
+    answers for the table as it was then, whatever happens to the tensor that was passed (in-place
+    edits, writes through ``.data`` or a NumPy view). After changing the table, build a new
+    ``Codebook``. Building one costs a few passes over the table (~1.4 s for 50,265 x 768 on a
+    2-core CPU, several times one search of 256 rows): build it once, search many times.
+
     Args:
         embeddings: ``[V, D]`` float32/bfloat16/float16 rows (e.g. a frozen word-embedding table).
         metric: ``"cosine"`` (the paper's l2-normalised search), ``"l2"`` (squared Euclidean) or
@@ -135,7 +139,10 @@ class Codebook:
         self.metric = metric
         self.vocab_size, self.dim = embeddings.shape
         self.allowed_ids = self._check_allowed(allowed_ids, embeddings.device)
-        rows = embeddings.detach() if self.allowed_ids is None else embeddings.detach()[self.allowed_ids]
+        # A snapshot: later writes to the caller's tensor (in place, through .data or a NumPy view)
+        # cannot reach the rows the search re-ranks with, so filter and re-rank always agree.
+        table = embeddings.detach()
+        rows = table.clone() if self.allowed_ids is None else table[self.allowed_ids]
         self._prepare(rows)
 
     def _prepare(self, rows: torch.Tensor) -> None:
@@ -202,41 +209,47 @@ class Codebook:
         if precision not in FP32_PRECISIONS:
             raise ValueError(f"precision must be one of {FP32_PRECISIONS}, got {precision!r}")
         chosen = resolve_backend(backend, x.device)
-        book = self._book
-        if chosen == "triton":
-            layout = self._kernel_layout(torch.promote_types(x.dtype, self.dtype))
-            kernel_rows, aux, knorm, kerror = layout.rows, layout.aux, layout.row_norm, layout.row_error
-        else:  # the op's kernel slots are unused on the torch path
-            kernel_rows, aux, knorm, kerror = book.filter_rows, book.filter_rows.new_empty(0, dtype=torch.float32), 0.0, 0.0
-        positions = torch.ops.lqae.nearest_code(
-            x.detach(), book.rows, book.filter_rows, kernel_rows, aux, book.exponent, book.shift, book.row_norm,
-            book.row_error, knorm, kerror, self.metric, chosen, precision, memory_budget)
+        layout = self._kernel_layout(torch.promote_types(x.dtype, self.dtype)) if chosen == "triton" else None
+        positions = torch.ops.lqae.nearest_code(x.detach(), *op_inputs(self._book, layout), self.metric, chosen,
+                                                precision, memory_budget)
         return positions if self.allowed_ids is None else self.allowed_ids[positions]
+
+
+def op_inputs(book: reference.PreparedCodebook, layout: kernel_layout.KernelLayout | None) -> tuple:
+    """The prepared layouts as the registered op takes them (tensors and a list of numbers: custom ops
+    accept no dataclasses); :func:`_layouts_from_op_inputs` is the inverse. ``layout`` None: torch path."""
+    if layout is None:  # the kernel's slots are unused on the torch path
+        kernel_rows, aux, knorm, kerror = book.filter_rows, book.filter_rows.new_empty(0, dtype=torch.float32), 0.0, 0.0
+    else:
+        kernel_rows, aux, knorm, kerror = layout.rows, layout.aux, layout.row_norm, layout.row_error
+    numbers = [float(book.exponent), book.shift, book.row_norm, book.row_error, knorm, kerror]
+    return book.rows, book.filter_rows, kernel_rows, aux, numbers
+
+
+def _layouts_from_op_inputs(rows, filter_rows, kernel_rows, aux, numbers, metric):
+    exponent, shift, row_norm, row_error, knorm, kerror = numbers
+    book = reference.PreparedCodebook(rows, metric, int(exponent), shift, filter_rows, row_norm, row_error)
+    return book, kernel_layout.KernelLayout(kernel_rows, aux, metric, int(exponent), shift, knorm, kerror)
 
 
 @torch.library.custom_op("lqae::nearest_code", mutates_args=())
 def _nearest_code_op(x: torch.Tensor, rows: torch.Tensor, filter_rows: torch.Tensor, kernel_rows: torch.Tensor,
-                     aux: torch.Tensor, exponent: int, shift: float, row_norm: float, row_error: float,
-                     kernel_row_norm: float,
-                     kernel_row_error: float, metric: str, backend: str, precision: str,
+                     aux: torch.Tensor, numbers: list[float], metric: str, backend: str, precision: str,
                      memory_budget: int) -> torch.Tensor:
-    """Positions ``[N]`` into ``rows``; see :meth:`Codebook.search`. Inputs are the prepared layouts."""
+    """Positions ``[N]`` into ``rows``; see :meth:`Codebook.search`. Inputs: :func:`op_inputs`."""
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or infinity; nearest-code search needs finite queries")
-    book = reference.PreparedCodebook(rows, metric, exponent, shift, filter_rows, row_norm, row_error)
+    book, layout = _layouts_from_op_inputs(rows, filter_rows, kernel_rows, aux, numbers, metric)
     # The error bounds assume the arithmetic asked for: an enclosing autocast (mixed-precision
     # training, bf16 inference) would silently turn the fp32/fp64 matmuls into bf16 ones.
     with torch.autocast(x.device.type, enabled=False):
         if backend == "triton":
-            layout = kernel_layout.KernelLayout(kernel_rows, aux, metric, exponent, shift, kernel_row_norm,
-                                                kernel_row_error)
             return _search_triton(x, book, layout, precision, memory_budget)
         return reference.nearest_code_torch(x, book, memory_budget=memory_budget)
 
 
 @_nearest_code_op.register_fake
-def _(x, rows, filter_rows, kernel_rows, aux, exponent, shift, row_norm, row_error, kernel_row_norm,
-      kernel_row_error, metric, backend, precision, memory_budget):
+def _(x, rows, filter_rows, kernel_rows, aux, numbers, metric, backend, precision, memory_budget):
     return x.new_empty((x.shape[0],), dtype=torch.long)
 
 
@@ -257,35 +270,16 @@ def _search_triton(x: torch.Tensor, book: reference.PreparedCodebook, layout: ke
     return ids
 
 
-# One-shot calls reuse the layout of a table they have already prepared (keyed on the tensor's
-# identity and version counter, so an in-place change or a new tensor prepares it again).
-_PREPARED: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
-_PREPARED_LIMIT = 4
+@torch.library.custom_op("lqae::nearest_code_once", mutates_args=())
+def _nearest_code_once_op(x: torch.Tensor, codebook: torch.Tensor, allowed_ids: torch.Tensor | None, metric: str,
+                          backend: str) -> torch.Tensor:
+    """One-shot search as one opaque op: prepare ``codebook`` now, search, forget it."""
+    return Codebook(codebook, metric=metric, allowed_ids=allowed_ids).search(x, backend=backend)
 
 
-def _tensor_key(t: torch.Tensor | None) -> tuple | None:
-    if t is None:
-        return None
-    return (id(t), t._version, t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
-
-
-def _cached_codebook(codebook: torch.Tensor, metric: str, allowed_ids: torch.Tensor | None) -> Codebook:
-    cacheable = (isinstance(codebook, torch.Tensor) and not codebook.is_inference()
-                 and not torch.compiler.is_compiling()
-                 and (allowed_ids is None or (isinstance(allowed_ids, torch.Tensor) and not allowed_ids.is_inference())))
-    if not cacheable:
-        return Codebook(codebook, metric=metric, allowed_ids=allowed_ids)
-    key = (_tensor_key(codebook), metric, _tensor_key(allowed_ids))
-    hit = _PREPARED.get(key)
-    # The weak references guard against an id reused by a new tensor after the old one died.
-    if hit is not None and hit[0]() is codebook and (allowed_ids is None or hit[1]() is allowed_ids):
-        _PREPARED.move_to_end(key)
-        return hit[2]
-    book = Codebook(codebook, metric=metric, allowed_ids=allowed_ids)
-    _PREPARED[key] = (weakref.ref(codebook), None if allowed_ids is None else weakref.ref(allowed_ids), book)
-    while len(_PREPARED) > _PREPARED_LIMIT:
-        _PREPARED.popitem(last=False)
-    return book
+@_nearest_code_once_op.register_fake
+def _(x, codebook, allowed_ids, metric, backend):
+    return x.new_empty((x.shape[0],), dtype=torch.long)
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "cosine", backend: str = "auto",
@@ -306,9 +300,19 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, *, metric: str = "cosi
         >>> nearest_code(torch.eye(3), torch.eye(3), metric="l2").tolist()
         [0, 1, 2]
 
-    The prepared layout of ``codebook`` is cached for the next call with the same tensor (a few
-    tables at most; an in-place change of the tensor is detected). :class:`Codebook` holds one
-    explicitly.
+    Each call prepares ``codebook`` from its current contents and keeps nothing, so the answer is
+    right whatever was done to the tensor before (no cache that a write through ``.data`` could
+    leave stale). Preparing costs several searches' worth of time: to search the same table
+    repeatedly, build a :class:`Codebook` once. The call is one registered op
+    (``torch.ops.lqae.nearest_code_once``), so ``torch.compile(..., fullgraph=True)`` compiles code
+    that calls it without a graph break.
     """
     _validate_metric(metric)
-    return _cached_codebook(codebook, metric, allowed_ids).search(x, backend=backend)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    for name, value, shape in (("x", x, "[N, D]"), ("codebook", codebook, "[V, D]")):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(value).__name__}")
+    if allowed_ids is not None and not isinstance(allowed_ids, torch.Tensor):
+        allowed_ids = torch.as_tensor(allowed_ids, device=codebook.device)
+    return torch.ops.lqae.nearest_code_once(x, codebook, allowed_ids, metric, backend)

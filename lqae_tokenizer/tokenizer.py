@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import checkpoint
+from . import bundled as bundled_models, checkpoint
 from .config import LQAEConfig
 from .language_model import FrozenLanguageModel, load_language_model, load_text_tokenizer, quiet_transformers
 from .model import LQAEModel
@@ -111,7 +111,8 @@ class ImageTokenizer:
                         cache_dir: str | None = None, local_files_only: bool = False,
                         token: str | bool | None = None, language_model: str | os.PathLike | None = None,
                         precision: str = "auto") -> "ImageTokenizer":
-        """Load a tokenizer from a local folder or a Hugging Face Hub repo (safetensors only).
+        """Load a tokenizer from a bundled name (``"photo"``, ``"fashion-mnist"``: see
+        :mod:`~lqae_tokenizer.bundled`), a local folder or a Hugging Face Hub repo (safetensors only).
 
         The frozen LM comes from ``language_model`` when given (e.g. a local copy), else from the
         checkpoint's ``language_model/`` folder when bundled, else from ``config.language_model`` at
@@ -123,6 +124,9 @@ class ImageTokenizer:
         fingerprint differs from the one the checkpoint was trained with.
         """
         hub = dict(cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        if bundled_models.is_bundled(name_or_path):  # "photo", "fashion-mnist": shipped inside the package
+            name_or_path = bundled_models.bundled_dir(name_or_path)
+            language_model = language_model if language_model is not None else bundled_models.minilm_path()
         language_model_arg = language_model
         folder = checkpoint.resolve_folder(name_or_path, revision=revision, **hub)
         config = LQAEConfig.from_dict(checkpoint.read_config(folder))
@@ -270,13 +274,18 @@ class ImageTokenizer:
         self._precision = value
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """The autocast context of :attr:`precision` (none for float32 or non-float32 weights)."""
+        """The autocast context of :attr:`precision`, replacing any autocast the caller has entered.
+
+        ``"fp32"`` (and weights that are not float32, which run in their own dtype) switch autocast
+        off, so a caller's ``torch.autocast(dtype=torch.bfloat16)`` cannot change the ids; ``"bf16"``
+        and ``"fp16"`` enter their own autocast, whatever dtype the caller's had.
+        """
         name = self._precision
         if name == "auto":
             name = "bf16" if self.device.type == "cuda" else "fp32"
         dtype = AUTOCAST_DTYPES[name]
         if dtype is None or next(self.model.encoder.parameters()).dtype != torch.float32:
-            return contextlib.nullcontext()
+            return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=dtype)
 
     def compile(self, **compile_kwargs: Any) -> "ImageTokenizer":

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,31 @@ def test_collection_mode_streams_to_jsonl_and_resumes(setup, word_tokenizer, tmp
     assert "1 already written" in again.stderr
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(Path(r["path"]).name for r in rows) == ["img0.png", "img1.png", "img2.png"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--output", "/proc/x.jsonl"], "--output /proc/x.jsonl: cannot write in /proc"),
+    (["--reconstruct", "/proc/out"], "--reconstruct /proc/out: cannot write in /proc"),
+    (["--reconstruct", "README.md"], "is an existing file, not a folder"),
+    (["--output", "tests"], "is a folder; give a file"),
+])
+def test_unusable_output_paths_are_usage_errors_before_the_model_loads(args, message):
+    sample = str(Path(__file__).parent / "data" / "fashion-mnist-320" / "0_00019.png")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "lqae_tokenizer.cli.tokenize", sample, "--model", "photo", *args],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout == "" and "loading" not in out.stderr.lower()
+    assert time.perf_counter() - start < 30  # Python and torch starting, no model
+
+
+def test_bundled_names_select_the_bundled_models(minilm_dir):
+    sample = str(Path(__file__).parent / "data" / "fashion-mnist-320" / "0_00019.png")
+    out = subprocess.run([sys.executable, "-m", "lqae_tokenizer.cli.tokenize", sample, "--model", "fashion-mnist",
+                          "--format", "ids"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    from lqae_tokenizer import ImageTokenizer
+    from lqae_tokenizer.demo import load_demo
+
+    assert [int(i) for i in out.stdout.split()] == load_demo("fashion-mnist").encode(sample)
+    assert ImageTokenizer.from_pretrained("fashion-mnist").encode(sample) == load_demo("fashion-mnist").encode(sample)

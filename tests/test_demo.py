@@ -45,7 +45,7 @@ def test_the_default_is_the_photo_tokenizer():
 
 
 def test_photo_tokenizers_card_names_its_hub_lm_its_recipe_and_no_machine_path():
-    # examples/package_demo.py writes the card from the packaged config: the Hub id in metadata and text
+    # recipes/package_demo.py writes the card from the packaged config: the Hub id in metadata and text
     # (not the training machine's pkg: name), the staged fit it started from, the data by description.
     from huggingface_hub import ModelCard
 
@@ -104,10 +104,10 @@ def test_demo_help_and_cli_default(minilm_dir, tmp_path):
 
 
 def test_readme_shows_the_default_tokenizers_real_text(minilm_dir):
-    # README "What to_text looks like" quotes the default tokenizer's text of its first sample image.
+    # docs/models.md "What to_text looks like" quotes the default tokenizer's text of its first sample image.
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### What `to_text` looks like", 1)[1]
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "models.md").read_text(encoding="utf-8")
+    section = readme.split("## What `to_text` looks like", 1)[1]
     quoted = section.split("```\n", 2)[1]  # one line per row of the patch grid
     assert " ".join(quoted.split()) == load_demo(device="cpu").to_text(sample_images()[0])

@@ -1,15 +1,20 @@
-"""examples/kmeans_reference.py, the per-patch quantiser the README's photo analysis rests on."""
+"""The per-patch k-means quantiser of experiments/kmeans_reference.py (its pieces live in
+lqae_tokenizer.training.projected_fit), which the photo tokenizer's analysis rests on."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from kmeans_reference import from_patches, kmeans, nearest, to_patches  # noqa: E402
+from lqae_tokenizer.training.projected_fit import image_patches, kmeans, nearest, patches_to_images
+
+
+def to_patches(images: torch.Tensor, patch: int) -> torch.Tensor:
+    return image_patches(images, patch).reshape(-1, 3 * patch * patch)
+
+
+def from_patches(rows: torch.Tensor, count: int, patch: int) -> torch.Tensor:
+    return patches_to_images(rows, count, patch, 64)
 
 
 @pytest.mark.parametrize("patch", [4, 8, 16])

@@ -1,5 +1,5 @@
 """The staged fit of a projected-search tokenizer (lqae_tokenizer.training.projected_fit) and its driver
-examples/fit_projected.py: each stage against a planted answer or an independent least-squares solve."""
+recipes/fit_projected.py: each stage against a planted answer or an independent least-squares solve."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_encoder_regression_and_decoder_fit_lower_their_losses():
 
 
 def test_fit_projected_example_writes_a_tokenizer_that_round_trips(minilm_dir, tmp_path):
-    """The driver end to end at toy sizes (the real run: examples/train_photo.sh), on real PNG files."""
+    """The driver end to end at toy sizes (the real run: recipes/train_photo.sh), on real PNG files."""
     from lqae_tokenizer import ImageTokenizer
 
     data = tmp_path / "train"
@@ -116,7 +116,7 @@ def test_fit_projected_example_writes_a_tokenizer_that_round_trips(minilm_dir, t
         image = np.kron(base, np.ones((16, 16, 1)))[:72, :72] * 0.8 + rng.random((72, 72, 3)) * 0.2
         Image.fromarray((image * 255).astype(np.uint8)).save(data / f"{i}.png")
     output = tmp_path / "staged"
-    command = [sys.executable, str(ROOT / "examples" / "fit_projected.py"), str(data), str(output),
+    command = [sys.executable, str(ROOT / "recipes" / "fit_projected.py"), str(data), str(output),
                "--language_model", str(minilm_dir), "--patch_images", "90", "--kmeans_iterations", "1",
                "--table_images", "20", "--table_iterations", "1", "--encoder_steps", "2", "--encoder_batch", "4", "--readout_images", "8",
                "--decoder_steps", "2", "--decoder_batch", "2"]

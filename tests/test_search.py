@@ -147,9 +147,9 @@ def test_score_tile_respects_memory_budget():
 
 
 def _op_args(book: Codebook, x: torch.Tensor, backend: str = "torch"):
-    b = book._book
-    return (x, b.rows, b.filter_rows, b.filter_rows, torch.empty(0), b.exponent, b.shift, b.row_norm, b.row_error, 0.0, 0.0,
-            book.metric, backend, "tf32", reference.DEFAULT_MEMORY_BUDGET)
+    from lqae_tokenizer.search import op_inputs
+
+    return (x, *op_inputs(book._book, None), book.metric, backend, "tf32", reference.DEFAULT_MEMORY_BUDGET)
 
 
 @pytest.mark.parametrize("metric", METRICS)

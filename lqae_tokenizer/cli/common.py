@@ -44,6 +44,50 @@ def parse_device(name: str | None) -> torch.device | None:
     return device
 
 
+def _probe_writable(folder: Path, what: str) -> None:
+    """``UsageError`` unless a file can be created in ``folder`` (the nearest existing ancestor of an
+    output): permissions alone do not say it (root may write anywhere on paper, not in /proc)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f"{what}: cannot write in {folder} ({err.strerror or err}); choose a writable place") from None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_output_folder(path: Path | None, flag: str) -> None:
+    """A folder the command will create or fill (``--reconstruct DIR``, a Parquet ``--output``)."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is an existing file, not a folder; give a folder (it is created if missing)")
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag} {path}: {ancestor} is a file, so the folder cannot be created")
+    _probe_writable(ancestor, f"{flag} {path}")
+
+
+def check_output_file(path: Path | None, flag: str) -> None:
+    """A file the command will create or append to (a JSONL ``--output``)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file such as {path / 'tokens.jsonl'} "
+                         "(or OUT.parquet for a folder of Parquet files)")
+    ancestor = _existing_ancestor(path.parent)
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag} {path}: {ancestor} is a file, so {path.parent} cannot be created")
+    _probe_writable(ancestor, f"{flag} {path}")
+
+
 def check_files(paths: Sequence[str]) -> None:
     """Plain mode takes image files: a folder is a usage error that points at ``--output``."""
     for path in paths:

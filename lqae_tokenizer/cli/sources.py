@@ -23,8 +23,7 @@ from typing import Sequence
 
 import torch
 
-from ..images import InvalidImageError, open_image_bytes, to_tensor
-from ..training.data import IMAGE_SUFFIXES, list_images
+from ..images import IMAGE_SUFFIXES, InvalidImageError, list_images, open_image_bytes, to_tensor
 from .common import UsageError
 
 TAR_SEPARATOR = "::"

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .common import FORMATS, UsageError, check_files, parse_device, read_images, tokenize_and_print
+from .common import (FORMATS, UsageError, check_files, check_output_file, check_output_folder, parse_device,
+                     read_images, tokenize_and_print)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to tokenize (folders: see --output)")
     parser.add_argument("--model", metavar="NAME_OR_PATH",
-                        help="tokenizer checkpoint: a local folder or a Hugging Face Hub id "
-                             "(default: the bundled tokenizer, see README)")
+                        help="a bundled tokenizer (photo, fashion-mnist), a local folder or a Hugging Face Hub id "
+                             "(default: the bundled photo tokenizer)")
     parser.add_argument("--format", choices=(*FORMATS, "parquet"), default="text",
                         help="text: the LM's decoding (for prompts); tokens: token strings; ids: integers; "
                              "json: one object per image with path, ids, tokens and text (default: text); "
@@ -50,14 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_tokenizer(model: str | None, device, prog: str = "lqae-tokenize"):
-    """The tokenizer ``--model`` names, or the bundled one (said on stderr)."""
+    """The tokenizer ``--model`` names (a bundled name, a folder or a Hub id), or the bundled default
+    (said on stderr)."""
+    from ..bundled import BUNDLED, DEFAULT_BUNDLED
     from ..tokenizer import ImageTokenizer
 
     if model is None:
-        from ..demo import DEMO_NOTICE, load_demo
-
-        print(f"{prog}: no --model given, {DEMO_NOTICE}", file=sys.stderr)
-        return load_demo(device=device)
+        print(f"{prog}: no --model given, using the bundled {DEFAULT_BUNDLED} tokenizer: {BUNDLED[DEFAULT_BUNDLED]}",
+              file=sys.stderr)
+        model = DEFAULT_BUNDLED
     return ImageTokenizer.from_pretrained(model, device=device)
 
 
@@ -86,11 +88,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.batch_size < 1:
             raise UsageError("--batch-size must be >= 1")
         device = parse_device(args.device)
+        check_output_folder(args.reconstruct, "--reconstruct")
         if args.output is None:
             check_files(args.images)
             if args.format == "parquet":
                 raise UsageError("--format parquet writes collections: give --output OUT.parquet")
         else:
+            from .collection import output_format
+
+            if output_format(args.output, args.format) == "parquet":
+                check_output_folder(args.output, "--output")
+            else:
+                check_output_file(args.output, "--output")
             device = collection_device(device)
     except UsageError as err:
         print(f"lqae-tokenize: {err}", file=sys.stderr)
@@ -113,9 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "learned (a VQ-VAE baseline); use --format ids (or json)", file=sys.stderr)
         return 2
     if args.output is not None:
-        from .collection import tokenize_collection
-
-        from .collection import output_format
+        from .collection import output_format, tokenize_collection
 
         try:
             failed_count = tokenize_collection(tokenizer, args.images, args.output, args.batch_size,

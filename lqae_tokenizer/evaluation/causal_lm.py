@@ -69,4 +69,21 @@ def load_causal_lm(source: str, *, revision: str | None = None, dtype=None) -> t
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32, **kwargs)
     except OSError as err:
         raise CheckpointError(f"cannot open causal LM {source!r}: {err}") from err
+    if "gguf_file" in kwargs:
+        _forget_gguf_origin(model)
     return model.eval(), tokenizer
+
+
+def _forget_gguf_origin(model: Any) -> None:
+    """transformers de-quantizes every GGUF tensor into an ordinary float tensor, yet still marks the
+    model as quantized, which makes ``Trainer`` refuse to train adapters on it. Remove the marker."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    if not all(p.dtype.is_floating_point for p in model.parameters()):
+        return  # some tensor really is quantized: keep the marker
+    quantizer.remove_quantization_config(model)
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if getattr(config, "_is_quantized", False):
+            config._is_quantized = False

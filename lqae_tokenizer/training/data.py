@@ -8,7 +8,6 @@ or on RNG state carried between steps, so a resumed run sees exactly the images 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -16,31 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from ..images import to_tensor
+from ..images import IMAGE_SUFFIXES, list_images, to_tensor  # noqa: F401 (re-exported)
 from .errors import TrainingAborted
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
-                  ".tga", ".ico")
 MAX_SUBSTITUTIONS = 16  # consecutive unreadable files before a sample gives up
-
-
-def list_images(source: str | os.PathLike) -> list[Path]:
-    """Image paths under a folder (recursive, sorted) or listed one per line in a text file.
-
-    Folders are filtered by file suffix (Pillow decides what is readable when loading); a list file
-    is taken as given (relative paths are relative to the list file).
-    """
-    source = Path(source)
-    if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    elif source.is_file():
-        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
-        paths = [(source.parent / line) if not os.path.isabs(line) else Path(line) for line in lines if line]
-    else:
-        raise ValueError(f"train/validation data {str(source)!r} is neither a folder nor a file listing images")
-    if not paths:
-        raise ValueError(f"no images found in {str(source)!r} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return paths
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

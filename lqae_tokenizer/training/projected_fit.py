@@ -2,7 +2,7 @@
 
 Why stages: learning which word each patch gets through the search alone is slow (README, "The bundled
 tokenizers"), while a good assignment of words to patches can be fitted directly. The bundled photo
-tokenizer is built this way (``examples/fit_projected.py`` runs stages 1-4, then ``lqae-train
+tokenizer is built this way (``recipes/fit_projected.py`` runs stages 1-4, then ``lqae-train
 --freeze_encoder`` trains the decoder on the encoder's own words):
 
 1. **A linear word table.** Every allowed word ``w`` gets the patch ``c_w = normalize(E_w) @ A + b``,
@@ -122,6 +122,12 @@ def fit_linear_table(patches: torch.Tensor, unit_words: torch.Tensor, assign: to
 def image_patches(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """``[B, 3, S, S]`` -> ``[B, N, 3 p^2]`` non-overlapping patches, channel-major (``F.unfold``'s layout)."""
     return F.unfold(images, patch_size, stride=patch_size).transpose(1, 2)
+
+
+def patches_to_images(patches: torch.Tensor, count: int, patch_size: int, size: int) -> torch.Tensor:
+    """Inverse of :func:`image_patches` (flattened or not): ``[count * N, 3 p^2]`` -> ``[count, 3, size, size]``."""
+    columns = patches.reshape(count, -1, 3 * patch_size * patch_size).transpose(1, 2)
+    return F.fold(columns, size, patch_size, stride=patch_size)
 
 
 def fit_search_encoder(encoder: nn.Module, batches: Callable[[int], torch.Tensor], offset: torch.Tensor,

@@ -1,7 +1,7 @@
 """Stages 1-4 of a projected-search tokenizer (the bundled photo tokenizer's recipe), written as a tokenizer
 folder that ``lqae-train --init_from FOLDER --freeze_encoder`` then trains further.
 
-    python examples/fit_projected.py TRAIN_FOLDER OUTPUT [--config examples/configs/photo-projected.json]
+    python recipes/fit_projected.py TRAIN_FOLDER OUTPUT [--config recipes/configs/photo-projected.json]
         [--language_model DIR] [--work DIR] [stage sizes, see --help]
 
 The model is the config's (its ``search_dim`` must equal the patch's pixel count 3 p^2: the table maps
@@ -161,7 +161,7 @@ def main() -> None:
         return model.decoder.state_dict()
 
     model.decoder.load_state_dict(cached(work / "decoder.pt", decoder_weights))
-    tokenizer.training_facts = {"recipe": "examples/fit_projected.py (staged fit), then lqae-train --freeze_encoder"}
+    tokenizer.training_facts = {"recipe": "recipes/fit_projected.py (staged fit), then lqae-train --freeze_encoder"}
     tokenizer.save_pretrained(args.output)
     logger.info("wrote %s", args.output)
 

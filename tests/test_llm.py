@@ -1,0 +1,271 @@
+"""lqae_tokenizer.llm: the prompt format, generation constrained to codebook words, the ImageLM folder
+round trip, the per-example loss and a tiny Trainer + peft run, with a small random causal LM over
+roberta-base's real tokenizer and the bundled fashion-mnist image tokenizer (real MiniLM words)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("peft", reason="pip install 'lqae-tokenizer[llm]'")
+
+from lqae_tokenizer.llm import CodebookWordsProcessor, ImageLM, PromptFormat, WordTrie, check_labels  # noqa: E402
+from lqae_tokenizer.llm.data import (IGNORE, LabelledText, PadCollator, build_examples,  # noqa: E402
+                                     per_example_loss, read_labelled_text)
+
+from conftest import DATA, ROBERTA_TOKENIZER, TOKENIZER_FILES  # noqa: E402
+
+FASHION = DATA / "fashion-mnist-320"
+NAMES = {"0": "T-shirt", "1": "trouser", "2": "pullover", "3": "dress", "4": "coat", "5": "sandal", "6": "shirt",
+         "7": "sneaker", "8": "bag", "9": "boot"}
+
+
+def make_causal_lm(folder: Path, seed: int = 0) -> Path:
+    """A random 2-layer Llama (width 32) over roberta-base's byte-level BPE tokenizer, saved to ``folder``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=50265, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(ROBERTA_TOKENIZER / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def causal_lm_dir(tmp_path_factory) -> Path:
+    return make_causal_lm(tmp_path_factory.mktemp("causal-lm"))
+
+
+@pytest.fixture(scope="module")
+def fashion_tokenizer(minilm_dir):
+    from lqae_tokenizer import ImageTokenizer
+
+    return ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def image_lm(causal_lm_dir, fashion_tokenizer):
+    from lqae_tokenizer.evaluation import load_causal_lm
+
+    model, llm_tokenizer = load_causal_lm(str(causal_lm_dir))
+    return ImageLM(fashion_tokenizer, model, llm_tokenizer, list(NAMES.values()), language_model=str(causal_lm_dir),
+                   image_tokenizer_name="fashion-mnist")
+
+
+def fashion_records(count_per_class: int) -> list[tuple[Path, str]]:
+    rows = [line.split(",") for line in (FASHION / "labels.csv").read_text().split()[1:]]
+    by_class: dict[str, list[Path]] = {}
+    for name, label in rows:
+        by_class.setdefault(label, []).append(FASHION / name)
+    return [(path, label) for label, paths in sorted(by_class.items()) for path in paths[:count_per_class]]
+
+
+# -- prompt format ---------------------------------------------------------------------------------
+def test_prompt_format_is_the_papers_both_ways():
+    fmt = PromptFormat()
+    assert fmt.read_prompt("  dye  florence dye ") == "input: dye florence dye output:"
+    assert fmt.draw_prompt("coat") == "output: coat input:"
+    assert PromptFormat.from_dict(fmt.to_dict()) == fmt
+    with pytest.raises(ValueError, match="must contain"):
+        PromptFormat.from_dict({"read": "{words}", "draw": "output: {label} input:"})
+
+
+def test_labels_must_be_told_apart(causal_lm_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(causal_lm_dir)
+    check_labels(tok, list(NAMES.values()))
+    with pytest.raises(ValueError, match="prefix"):
+        check_labels(tok, ["bag", "bag pack"])
+    with pytest.raises(ValueError, match="distinct"):
+        check_labels(tok, ["coat", "coat"])
+    with pytest.raises(ValueError, match="one-line"):
+        check_labels(tok, ["coat", "two\nlines"])
+
+
+# -- constrained generation ------------------------------------------------------------------------
+def test_trie_splits_words_and_refuses_ambiguous_words(causal_lm_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(causal_lm_dir)
+    trie = WordTrie(tok, ["dye", "dyed", "florence", "a"])
+    tokens = tok(" dyed a florence dye", add_special_tokens=False)["input_ids"]
+    assert trie.split_words(tokens) == ["dyed", "a", "florence", "dye"]
+    with pytest.raises(ValueError, match="does not continue"):
+        trie.split_words(tok(" dyed cat", add_special_tokens=False)["input_ids"])
+    with pytest.raises(ValueError, match="leading-space"):
+        WordTrie(tok, ["two words"])
+
+
+def test_processor_allows_only_codebook_continuations_and_ends_after_n_words(causal_lm_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(causal_lm_dir)
+    trie = WordTrie(tok, ["dye", "dyed", "florence"])
+    eos = tok.eos_token_id
+    processor = CodebookWordsProcessor(trie, n_words=2, prompt_length=1, eos_token_id=eos)
+    first = {t for t in trie.children[0]}
+
+    def allowed_after(generated: list[int]) -> set[int]:
+        scores = processor(torch.tensor([[5] + generated]), torch.zeros(1, len(tok)))
+        return set(torch.isfinite(scores[0]).nonzero().flatten().tolist())
+
+    assert allowed_after([]) == first                                   # a word must start; no end yet
+    dye = tok(" dye", add_special_tokens=False)["input_ids"]
+    after_one = allowed_after(dye)
+    assert eos not in after_one and first <= after_one                 # one word: go on
+    two = dye + tok(" florence", add_special_tokens=False)["input_ids"]
+    assert allowed_after(two) == {eos}                                  # two words: only the end
+
+
+def test_every_drawing_decodes_into_codebook_words(image_lm):
+    codebook = set(image_lm.image_tokenizer.codebook_ids.tolist())
+    for seed in (0, 1):
+        ids = image_lm.draw_ids("coat", 4, seed=seed, temperature=3.0)
+        assert ids.shape == (4, 64)
+        assert set(ids.flatten().tolist()) <= codebook
+        images = image_lm.image_tokenizer.batch_decode(ids)
+        assert len(images) == 4 and images[0].size == (32, 32)
+    assert torch.equal(image_lm.draw_ids("coat", 2, seed=7), image_lm.draw_ids("coat", 2, seed=7))
+    assert not torch.equal(image_lm.draw_ids("coat", 2, seed=7), image_lm.draw_ids("coat", 2, seed=8))
+    with pytest.raises(ValueError, match="unknown label"):
+        image_lm.draw("hat")
+
+
+def test_a_word_outside_the_codebook_is_never_written(causal_lm_dir, fashion_tokenizer):
+    """The LM is made to want "," and the end of sequence above everything: neither can appear early."""
+    from lqae_tokenizer.evaluation import load_causal_lm
+
+    model, llm_tok = load_causal_lm(str(causal_lm_dir))
+    comma = llm_tok(",", add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        model.lm_head.weight[comma] = 50.0 * model.model.norm.weight.sign()
+        model.lm_head.weight[llm_tok.eos_token_id] = 40.0 * model.model.norm.weight.sign()
+    lm = ImageLM(fashion_tokenizer, model, llm_tok, ["coat", "bag"], language_model=str(causal_lm_dir),
+                 image_tokenizer_name="fashion-mnist")
+    ids = lm.draw_ids("bag", 3, seed=0)
+    assert ids.shape == (3, 64)
+    assert set(ids.flatten().tolist()) <= set(fashion_tokenizer.codebook_ids.tolist())
+
+
+# -- data and loss ---------------------------------------------------------------------------------
+def test_records_take_labels_from_folders_and_refuse_unknown_names(tmp_path):
+    data = tmp_path / "x.jsonl"
+    data.write_text(json.dumps({"path": "fm/train/3/00001.png", "text": " dye  dye"}) + "\n"
+                    + json.dumps({"path": "a/b.png", "text": "x", "label": "7"}) + "\n")
+    items = read_labelled_text([data], NAMES)
+    assert items == [LabelledText("dye dye", "dress"), LabelledText("x", "sneaker")]
+    with pytest.raises(ValueError, match="not in the label names"):
+        read_labelled_text([data], {"3": "dress"})
+    with pytest.raises(FileNotFoundError):
+        read_labelled_text([tmp_path / "missing.jsonl"])
+
+
+def test_per_example_loss_on_kept_logits_equals_the_full_computation(causal_lm_dir):
+    from lqae_tokenizer.evaluation import load_causal_lm
+
+    model, tok = load_causal_lm(str(causal_lm_dir))
+    items = [LabelledText("dye florence dye", "coat"), LabelledText("a b c d e f", "T-shirt")]
+    examples = build_examples(items, tok, ("read", "draw"))
+    batch = PadCollator(tok.pad_token_id)(examples)
+    assert batch["logits_to_keep"] < batch["input_ids"].shape[1]
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        fast = per_example_loss(model(**batch), labels)
+        # Reference: each example alone, unpadded, all logits, mean over its answer tokens.
+        expected = []
+        for ex in examples:
+            logits = model(torch.tensor([ex["input_ids"]])).logits[0, :-1]
+            target = torch.tensor(ex["labels"][1:])
+            keep = target != IGNORE
+            expected.append(torch.nn.functional.cross_entropy(logits[keep], target[keep]))
+    torch.testing.assert_close(fast, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
+
+
+# -- saving, loading and training ------------------------------------------------------------------
+def test_save_and_load_round_trip(tmp_path, causal_lm_dir, fashion_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from lqae_tokenizer.evaluation import load_causal_lm
+
+    base, tok = load_causal_lm(str(causal_lm_dir))
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lm = ImageLM(fashion_tokenizer, model, tok, ["coat", "bag", "sandal"], language_model=str(causal_lm_dir),
+                 image_tokenizer_name="fashion-mnist", training={"images": 3})
+    folder = lm.save_pretrained(tmp_path / "lm")
+    assert {"image_lm.json", "adapter_config.json", "adapter_model.safetensors", "README.md"} <= \
+        {p.name for p in folder.iterdir()}
+    assert not (folder / "image_tokenizer").exists()  # the bundled tokenizer is named, not copied
+    assert all(p.stat().st_mode & 0o044 for p in [folder, *folder.iterdir()])  # readable like any saved file
+    moved = shutil.move(str(folder), str(tmp_path / "elsewhere"))
+    loaded = ImageLM.from_pretrained(moved)
+    assert loaded.labels == ["coat", "bag", "sandal"] and loaded.training == {"images": 3}
+    texts = ["dye florence dye " * 21 + "dye", "a " * 64]
+    torch.testing.assert_close(loaded.scores_of_texts(texts), lm.scores_of_texts(texts))
+    assert torch.equal(loaded.draw_ids("bag", 2, seed=3), lm.draw_ids("bag", 2, seed=3))
+
+
+def test_not_an_image_lm_folder(tmp_path):
+    from lqae_tokenizer.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not an ImageLM folder"):
+        ImageLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.slow
+def test_tiny_training_run_with_trainer_and_resume(tmp_path, causal_lm_dir, fashion_tokenizer):
+    from lqae_tokenizer.llm.training import AdapterTrainingConfig, train_adapter
+
+    records = fashion_records(2)[:8]  # 4 classes x 2 images
+    texts = fashion_tokenizer.to_text([p for p, _ in records])
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"path": f"x/{label}/{p.name}", "text": t}) + "\n"
+                            for (p, label), t in zip(records, texts)))
+    config = AdapterTrainingConfig(data=[str(data)], output_dir=str(tmp_path / "run"), language_model=str(causal_lm_dir),
+                                   label_names=NAMES, epochs=1, batch_size=4, save_steps=2, lora_rank=4,
+                                   progress_bar=False)
+    final = train_adapter(config)
+    lm = ImageLM.from_pretrained(final)
+    assert lm.labels == list(NAMES.values())
+    assert lm.training["images"] == 8 and lm.training["examples"] == 16 and lm.training["optimizer_steps"] == 4
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert lm.classify(records[0][0])[0] in NAMES.values()
+    assert lm.draw_ids("trouser", 1, seed=0).shape == (1, 64)
+    # Resuming a longer run continues from checkpoint-4 instead of starting again.
+    config.epochs, config.resume = 2, True
+    resumed = ImageLM.from_pretrained(train_adapter(config))
+    assert resumed.training["optimizer_steps"] == 8
+
+
+def test_cli_help_and_usage_errors(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lqae_tokenizer.llm.cli", *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    out = run("--help")
+    assert out.returncode == 0 and "train" in out.stdout and "draw" in out.stdout
+    out = run("draw", "--model", str(tmp_path), "--label", "coat", "--output", str(tmp_path / "x.jpg"))
+    assert out.returncode == 2 and "must be a .png" in out.stderr and "Traceback" not in out.stderr
+    out = run("train", "--data", "x.jsonl", "--output", "o", "--label-names", "0:coat")
+    assert out.returncode == 2 and "RAW=NAME" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_batched_scoring_equals_one_full_pass_per_label(causal_lm_dir):
+    """Left-padded batches, a repeated cache and multi-token labels give the plain scores."""
+    from lqae_tokenizer.evaluation import load_causal_lm, score_labels_reference, score_queries_batched
+
+    model, tok = load_causal_lm(str(causal_lm_dir))
+    queries = ["input: dye output:", "input: florence dye a b c d e f g output:", "input: x y output:"]
+    labels = ["T-shirt", "bag", "ankle boot", "pullover"]
+    got = score_queries_batched(model, tok, queries, labels, batch_size=2)
+    for query, row in zip(queries, got):
+        torch.testing.assert_close(torch.tensor(row), torch.tensor(score_labels_reference(model, tok, query, labels)),
+                                   rtol=1e-4, atol=1e-4)
