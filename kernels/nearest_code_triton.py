@@ -180,7 +180,7 @@ def launch(x, rows, aux, metric: str, input_precision: str, *, num_splits: int |
     best_id = torch.full((most, n), INT32_MAX, dtype=torch.int32, device=x.device)
     second = torch.full((most, n), float("-inf"), dtype=torch.float32, device=x.device)
     args = (x, rows, aux, best, best_id, second, n, v, d, n_bucket(n))
-    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    interpreting = INTERPRETED
     common = dict(METRIC=METRIC_IDS[metric], INPUT_PRECISION="ieee" if interpreting else input_precision,
                   UPCAST=interpreting and x.dtype == torch.bfloat16)
     if blocks is None:

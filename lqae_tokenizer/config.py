@@ -6,8 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .vit import VIT_BLOCKS
+
 CODEBOOK_VOCABULARIES = ("all", "words")
-VIT_BLOCKS = ("lqae", "plain")
 QUANTIZER_METRICS = ("cosine", "l2")
 QUANTIZERS = ("language", "learned")
 
@@ -186,6 +187,18 @@ class LQAEConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def network(self) -> dict[str, Any]:
+        """The fields that describe the network (:data:`NETWORK_FIELDS`): what rebuilding it needs."""
+        return {name: getattr(self, name) for name in NETWORK_FIELDS}
+
+    def training(self) -> dict[str, Any]:
+        """How it is trained (:data:`TRAINING_FIELDS`): fine-tuning may change these, nothing else."""
+        return {name: getattr(self, name) for name in TRAINING_FIELDS}
+
+    def provenance(self) -> dict[str, Any]:
+        """What pins the codebook (:data:`PROVENANCE_FIELDS`), filled in when a tokenizer is built."""
+        return {name: getattr(self, name) for name in PROVENANCE_FIELDS}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LQAEConfig":
         """Build from a dict (e.g. ``config.json``); unknown keys raise ``ValueError`` naming them."""
@@ -209,6 +222,19 @@ class LQAEConfig:
             raise ValueError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides})
 
+
+# The fields by concern. A checkpoint keeps them in one flat config.json (the format every shipped and
+# published checkpoint has, and what the Hub's tooling reads); these groups say which is which, and
+# tests/test_config.py checks that they partition the dataclass, so a new field must be placed.
+# What the network is: changing any of these makes another model.
+NETWORK_FIELDS = ("image_size", "patch_size", "encoder_width", "encoder_depth", "encoder_heads", "decoder_width",
+                  "decoder_depth", "decoder_heads", "mlp_ratio", "vit_block", "language_model", "codebook_vocabulary",
+                  "metric", "quantizer", "learned_codebook_size", "search_dim", "decoder_layers", "decoder_skip")
+# How it is trained: the loss and masking (lqae-train --init_from may change these).
+TRAINING_FIELDS = ("mask_ratio", "pixel_loss_weight", "commitment_weight", "mlm_loss_weight", "codebook_loss_weight",
+                   "codebook_entropy_weight", "codebook_entropy_temperature", "codebook_entropy_tokens")
+# Filled in when a tokenizer is built: which language model revision and embedding table it reads.
+PROVENANCE_FIELDS = ("language_model_revision", "codebook_fingerprint")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's run: the official ViT-B/16 encoder and decoder at 256x256 over frozen

@@ -21,8 +21,7 @@ import torch
 from .bundled import BUNDLED, BUNDLED_DIR, DEFAULT_BUNDLED, bundled_dir, minilm_path
 
 # The registry lives in .bundled (imported by the tokenizer too); these names are kept for callers.
-DEMOS_DIR, DEMOS, DEFAULT_DEMO = BUNDLED_DIR, BUNDLED, DEFAULT_BUNDLED
-DEMO_NOTICE = f"using the bundled {DEFAULT_DEMO} tokenizer: {DEMOS[DEFAULT_DEMO]}"
+DEMOS, DEFAULT_DEMO = BUNDLED, DEFAULT_BUNDLED
 demo_dir = bundled_dir
 
 

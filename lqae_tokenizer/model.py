@@ -89,7 +89,11 @@ class LQAEModel(nn.Module):
             nn.init.normal_(self.codebook.weight, std=width**-0.5)
         self.language_model = language_model
         self.mask_token_id = mask_token_id
-        self.mlm_enabled = config.mlm_loss_weight > 0 and language_model.has_trained_head and not self.learned
+
+    @property
+    def mlm_enabled(self) -> bool:
+        """Whether training adds the masked-LM term: asked for, and the LM has a trained head to give it."""
+        return self.config.mlm_loss_weight > 0 and self.language_model.has_trained_head and not self.learned
 
     @property
     def mlm_term_dropped(self) -> bool:

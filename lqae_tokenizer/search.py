@@ -31,7 +31,9 @@ from .kernels import kernel_layout, reference
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "triton")
-FP32_PRECISIONS = ("tf32", "ieee")
+# How the Triton kernel multiplies float32 inputs (not a "precision" of the tokenizer's kind: inputs and
+# outputs stay float32 and ids stay exact; only how many rows go to the exact re-rank changes).
+FP32_MATMUL_MODES = ("tf32", "ieee")
 
 
 def _validate_metric(metric: str) -> None:
@@ -194,24 +196,24 @@ class Codebook:
             self._kernel_layouts[dtype] = kernel_layout.prepare_kernel_layout(self._book.rows, self.metric, dtype)
         return self._kernel_layouts[dtype]
 
-    def search(self, x: torch.Tensor, *, backend: str = "auto", precision: str = "tf32",
+    def search(self, x: torch.Tensor, *, backend: str = "auto", fp32_matmul: str = "tf32",
                memory_budget: int = reference.DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
         """Exact nearest ids for ``x`` ``[N, D]`` -> ``LongTensor[N]`` in ``[0, V)``.
 
         Args:
             x: float32/bfloat16/float16 queries on the codebook's device; any strides.
             backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (see :func:`resolve_backend`).
-            precision: how the Triton kernel multiplies fp32 inputs: ``"tf32"`` (tensor cores, more
+            fp32_matmul: how the Triton kernel multiplies fp32 inputs: ``"tf32"`` (tensor cores, more
                 rows re-ranked) or ``"ieee"``. Ids are exact either way.
             memory_budget: bytes for the torch path's score tile.
         """
         _check_queries(x, self.dim, self.device)
-        if precision not in FP32_PRECISIONS:
-            raise ValueError(f"precision must be one of {FP32_PRECISIONS}, got {precision!r}")
+        if fp32_matmul not in FP32_MATMUL_MODES:
+            raise ValueError(f"fp32_matmul must be one of {FP32_MATMUL_MODES}, got {fp32_matmul!r}")
         chosen = resolve_backend(backend, x.device)
         layout = self._kernel_layout(torch.promote_types(x.dtype, self.dtype)) if chosen == "triton" else None
         positions = torch.ops.lqae.nearest_code(x.detach(), *op_inputs(self._book, layout), self.metric, chosen,
-                                                precision, memory_budget)
+                                                fp32_matmul, memory_budget)
         return positions if self.allowed_ids is None else self.allowed_ids[positions]
 
 

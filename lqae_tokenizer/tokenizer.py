@@ -63,7 +63,9 @@ class ImageTokenizer:
 
     def __init__(self, config: LQAEConfig, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None, precision: str = "auto", cache_dir: str | None = None,
-                 local_files_only: bool = False, token: str | bool | None = None) -> None:
+                 local_files_only: bool = False, token: str | bool | None = None,
+                 language_model: str | os.PathLike | FrozenLanguageModel | None = None,
+                 text_tokenizer: Any = None) -> None:
         from .lm_source import portable_name
 
         # A folder inside an installed package is recorded as pkg:<module>/<folder>, never as this
@@ -71,9 +73,15 @@ class ImageTokenizer:
         config = dataclasses.replace(config, language_model=portable_name(config.language_model))
         hub = dict(revision=config.language_model_revision, cache_dir=cache_dir,
                    local_files_only=local_files_only, token=token)
-        language_model = load_language_model(config.language_model, **hub)
-        text_tokenizer = load_text_tokenizer(config.language_model, **hub)
-        self._setup(config, language_model, text_tokenizer, device, dtype)
+        # ``language_model``: where to load the frozen LM from instead of the recorded name (a local copy,
+        # or an already loaded one); the config keeps its recorded name and the fingerprint is checked.
+        source = config.language_model if language_model is None else language_model
+        if not isinstance(source, FrozenLanguageModel):
+            source = load_language_model(source, **(hub if language_model is None else {}))
+        if text_tokenizer is None:
+            text_tokenizer = load_text_tokenizer(config.language_model if language_model is None
+                                                 else language_model, **(hub if language_model is None else {}))
+        self._setup(config, source, text_tokenizer, device, dtype)
         self.precision = precision
 
     def _setup(self, config: LQAEConfig, language_model: FrozenLanguageModel, text_tokenizer: Any,
@@ -137,9 +145,8 @@ class ImageTokenizer:
             language_model = load_language_model(bundled)
         else:
             language_model = load_language_model(config.language_model, revision=config.language_model_revision, **hub)
-        text_tokenizer = load_text_tokenizer(folder)
-        self = cls.__new__(cls)
-        self._setup(config, language_model, text_tokenizer, device="cpu", dtype=torch.float32)
+        self = cls(config, device="cpu", dtype=torch.float32, language_model=language_model,
+                   text_tokenizer=load_text_tokenizer(folder))
         expected = self.model.trainable_state_dict()
         state = checkpoint.read_weights(folder, expected)
         for name, module in self.model.trainable_modules().items():
@@ -215,6 +222,17 @@ class ImageTokenizer:
         from .hf_datasets import DatasetsMapFunction
 
         return DatasetsMapFunction(self, image_column, ids_column, text_column, batch_size)
+
+    def set_training_settings(self, **changes: Any) -> None:
+        """Change how the tokenizer would be trained (mask ratio, loss weights: ``config.TRAINING_FIELDS``),
+        e.g. before fine-tuning it; ``ValueError`` for any other field, which would change what it is."""
+        from .config import TRAINING_FIELDS
+
+        other = sorted(set(changes) - set(TRAINING_FIELDS))
+        if other:
+            raise ValueError(f"{other} describe the network, not its training; only {list(TRAINING_FIELDS)} can change")
+        self._config = dataclasses.replace(self._config, **changes)  # validated
+        self.model.config = self._config
 
     # -- properties -------------------------------------------------------------------------------
     @property

@@ -48,3 +48,15 @@ def test_round_trip_through_dict_and_unknown_keys():
     assert LQAEConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ValueError, match=r"unknown LQAEConfig fields \['colour'\]"):
         LQAEConfig.from_dict({**c.to_dict(), "colour": "red"})
+
+
+def test_every_field_belongs_to_exactly_one_concern():
+    import dataclasses
+
+    from lqae_tokenizer.config import NETWORK_FIELDS, PROVENANCE_FIELDS, TRAINING_FIELDS
+
+    groups = NETWORK_FIELDS + TRAINING_FIELDS + PROVENANCE_FIELDS
+    assert len(groups) == len(set(groups))
+    assert set(groups) == {f.name for f in dataclasses.fields(LQAEConfig)}
+    config = LQAEConfig.from_preset("demo")
+    assert {**config.network(), **config.training(), **config.provenance()} == config.to_dict()

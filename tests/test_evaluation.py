@@ -164,7 +164,7 @@ def test_causal_lm_loader_names_the_extra_and_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
     with pytest.raises(CheckpointError, match="absent-llm"):
         load_causal_lm("lqae-tests/absent-llm")
-    with pytest.raises(CheckpointError, match="not installed"):
+    with pytest.raises(ModuleNotFoundError, match="not installed"):
         load_causal_lm("pkg:no_such_package_here/model.gguf")
 
 

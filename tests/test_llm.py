@@ -254,6 +254,8 @@ def test_cli_help_and_usage_errors(tmp_path):
     assert out.returncode == 0 and "train" in out.stdout and "draw" in out.stdout
     out = run("draw", "--model", str(tmp_path), "--label", "coat", "--output", str(tmp_path / "x.jpg"))
     assert out.returncode == 2 and "must be a .png" in out.stderr and "Traceback" not in out.stderr
+    out = run("evaluate", "--model", str(tmp_path), "--data", "x.jsonl", "--json", "/proc/x.json")
+    assert out.returncode == 2 and "cannot write in /proc" in out.stderr and "Traceback" not in out.stderr
     out = run("train", "--data", "x.jsonl", "--output", "o", "--label-names", "0:coat")
     assert out.returncode == 2 and "RAW=NAME" in out.stderr and "Traceback" not in out.stderr
 

@@ -101,7 +101,7 @@ def test_allowed_ids_and_mixed_dtypes_and_tf32_setting():
     cb = Codebook(book.to(torch.bfloat16), metric="cosine", allowed_ids=allowed)
     got = cb.search(x, backend="triton")  # fp32 queries against a bf16 table: computed in fp32
     assert torch.equal(got, oracle(x, book.to(torch.bfloat16), "cosine", allowed))
-    assert torch.equal(cb.search(x, backend="triton", precision="ieee"), got)
+    assert torch.equal(cb.search(x, backend="triton", fp32_matmul="ieee"), got)
     assert torch.equal(cb.search(x, backend="torch"), got)
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lqae_tokenizer import ImageTokenizer
-from lqae_tokenizer.training import checkpoints
+from lqae_tokenizer.training import run_state as checkpoints
 
 from train_helpers import (FASHION, assert_identical, final_weights, metrics, run_train, start_train, train_args,
                            wait_for)
@@ -51,7 +51,7 @@ def test_sigkill_then_resume_is_bit_identical(roberta_lm_dir, tmp_path):
 
 CRASH_IN_CHECKPOINT = """
 import os, sys
-from lqae_tokenizer.training import checkpoints
+from lqae_tokenizer.training import run_state as checkpoints
 from lqae_tokenizer.train import main
 real_replace = os.replace
 def crash_on_rename(src, dst):

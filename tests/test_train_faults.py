@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lqae_tokenizer.training import checkpoints
+from lqae_tokenizer.training import run_state as checkpoints
 
 from train_helpers import assert_identical, final_weights, run_train, start_train, train_args
 

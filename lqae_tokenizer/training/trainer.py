@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import logging
@@ -21,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import LQAEConfig
+from ..config import TRAINING_FIELDS, LQAEConfig
 from ..tokenizer import ImageTokenizer
-from . import checkpoints
+from . import run_state
 from .config import TrainConfig, model_overrides
 from .data import ImageFiles, ResumableSampler, collate, list_images, token_masks
 from .distributed import DistributedContext
@@ -47,9 +46,6 @@ class Progress:
     bad_steps_in_row: int = 0
 
 
-# What fine-tuning (--init_from) may change: how the model is trained, not what it is.
-TRAINING_FIELDS = ("mask_ratio", "pixel_loss_weight", "commitment_weight", "mlm_loss_weight", "codebook_loss_weight",
-                   "codebook_entropy_weight", "codebook_entropy_temperature", "codebook_entropy_tokens")
 
 
 def apply_training_settings(tokenizer: ImageTokenizer, overrides: dict[str, Any]) -> None:
@@ -65,11 +61,7 @@ def apply_training_settings(tokenizer: ImageTokenizer, overrides: dict[str, Any]
         raise ValueError(f"--init_from fine-tunes the checkpoint as it is: {name}={value!r} differs from its "
                          f"{getattr(current, name)!r}; only {', '.join(TRAINING_FIELDS)} can change")
     if changes:
-        updated = dataclasses.replace(current, **changes)  # validated
-        tokenizer._config = updated
-        tokenizer.model.config = updated
-        lm = tokenizer.model.language_model
-        tokenizer.model.mlm_enabled = updated.mlm_loss_weight > 0 and lm.has_trained_head and not tokenizer.model.learned
+        tokenizer.set_training_settings(**changes)
 
 
 def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer:
@@ -83,7 +75,7 @@ def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer
         # an installed package), not which LM to use: the codebook fingerprint checks it is the same one,
         # and the checkpoint's portable name for it is what the fine-tuned model records.
         language_model = overrides.pop("language_model", None)
-        if (source / checkpoints.STATE_NAME).is_file():
+        if (source / run_state.STATE_NAME).is_file():
             tokenizer = tokenizer_from_checkpoint(source, device, language_model=language_model)
         else:
             tokenizer = ImageTokenizer.from_pretrained(config.run.init_from, device=device,
@@ -95,14 +87,14 @@ def build_tokenizer(config: TrainConfig, device: torch.device) -> ImageTokenizer
     return ImageTokenizer(lqae, device=device)
 
 
-def _portable_name(source: str) -> str:
+def _init_from_label(source: str) -> str:
     """What a model card calls ``--init_from``, never this machine's path: a Hub id as given,
     ``run/final`` and ``run/checkpoint-500`` with their run's name, any other folder by its own name."""
     folder = Path(source)
     if not folder.exists():
         return source
     folder = folder.resolve()
-    if folder.name == "final" or folder.name.startswith(checkpoints.PREFIX):
+    if folder.name == "final" or folder.name.startswith(run_state.PREFIX):
         return f"{folder.parent.name}/{folder.name}"
     return folder.name
 
@@ -132,15 +124,11 @@ def tokenizer_from_checkpoint(path: Path, device: torch.device | str = "cpu",
     Lets a run be exported or fine-tuned (``--init_from``) from any step, not only from ``final``.
     ``language_model``: a local copy to load the frozen LM from instead of the recorded name (as in
     ``ImageTokenizer.from_pretrained``); the recorded name is kept and the codebook fingerprint must match.
-    Raises :class:`~lqae_tokenizer.training.checkpoints.CheckpointCorrupt` for altered files.
+    Raises :class:`~lqae_tokenizer.training.run_state.CheckpointCorrupt` for altered files.
     """
-    state, files = checkpoints.read_verified(Path(path))
+    state, files = run_state.read_verified(Path(path))
     config = LQAEConfig.from_dict(state["model_config"])
-    if language_model is None:
-        tokenizer = ImageTokenizer(config, device=device)
-    else:
-        tokenizer = ImageTokenizer(dataclasses.replace(config, language_model=str(language_model)), device=device)
-        tokenizer._config = tokenizer.model.config = config
+    tokenizer = ImageTokenizer(config, device=device, language_model=language_model)
     load_trainable(tokenizer.model, files["trainable.safetensors"])
     tokenizer.model.eval()
     return tokenizer
@@ -281,21 +269,21 @@ class Trainer:
             }
             state = {"progress": self.progress.__dict__, "config": self.config.to_dict(),
                      "model_config": self.tokenizer.config.to_dict(), "world_size": self.dist.world_size}
-            path = checkpoints.save(self.output_dir, self.progress.step, files, state)
-            checkpoints.prune(self.output_dir, self.config.run.checkpoints_total_limit)
+            path = run_state.save(self.output_dir, self.progress.step, files, state)
+            run_state.prune(self.output_dir, self.config.run.checkpoints_total_limit)
         self.dist.barrier()
         return path
 
     def resume(self, target: str) -> None:
         """Continue from ``target`` (a checkpoint folder or "latest") at its exact step."""
         if target == "latest":
-            found = checkpoints.load_latest(self.output_dir)
+            found = run_state.load_latest(self.output_dir)
             if found is None:
                 raise TrainingAborted(f"--resume_from_checkpoint latest: no complete checkpoint in {self.output_dir}")
             path, state, files = found
         else:
             path = Path(target)
-            state, files = checkpoints.read_verified(path)
+            state, files = run_state.read_verified(path)
         load_trainable(self.model, files["trainable.safetensors"])
         self.optimizer.load_state_dict(_from_bytes(files["optimizer.pt"]))
         self.scheduler.load_state_dict(_from_bytes(files["scheduler.pt"]))
@@ -471,7 +459,7 @@ class Trainer:
             "train_batch_size": c.run.train_batch_size, "mixed_precision": c.run.mixed_precision,
         }
         if c.run.init_from:
-            facts["init_from"] = _portable_name(c.run.init_from)
+            facts["init_from"] = _init_from_label(c.run.init_from)
             earlier = {k: v for k, v in self.start_facts.items() if k != "metrics"}  # its metrics are stale
             if earlier:
                 facts["init_from_training"] = earlier
