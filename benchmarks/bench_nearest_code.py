@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from lqae_tokenizer import Codebook, nearest_code
 from lqae_tokenizer.kernels import reference
-from lqae_tokenizer.kernels.reference import DEFAULT_MEMORY_BUDGET, float64_scan
+from lqae_tokenizer.kernels.naive import nearest_code_naive
+from lqae_tokenizer.kernels.reference import DEFAULT_MEMORY_BUDGET
 
 V, D = 50265, 768
 CHUNK_BYTES = 2 * 2**30  # chunk budget for the baselines' N x V score blocks
@@ -105,7 +106,7 @@ def floor_matmul(x: torch.Tensor, table: torch.Tensor) -> None:
 
 
 def agreement(ids: torch.Tensor, x: torch.Tensor, table: torch.Tensor, metric: str, sample: torch.Tensor) -> float:
-    want = float64_scan(x[sample].cpu(), table.cpu(), metric)
+    want = nearest_code_naive(x[sample], table, metric)
     return float((ids[sample].cpu() == want).float().mean())
 
 

@@ -32,7 +32,8 @@ def naive_distances(x: torch.Tensor, codebook: torch.Tensor, metric: str) -> tor
         x64, c64 = _unit(x64), _unit(c64)
     rows = []
     for query in x64:  # no matmul: products summed elementwise, one query at a time
-        rows.append(((c64 - query) ** 2).sum(1) if metric == "l2" else -(c64 * query).sum(1))
+        # square_() in place: float64 ``** 2`` on a fresh [V, D] tensor is ~25x slower on CPU.
+        rows.append((c64 - query).square_().sum(1) if metric == "l2" else -(c64 * query).sum(1))
     return torch.stack(rows) if rows else torch.empty(0, codebook.shape[0], dtype=torch.float64)
 
 

@@ -61,7 +61,7 @@ def exact_distances(x: torch.Tensor, rows: torch.Tensor, metric: str) -> torch.T
     if r64.dim() == 2:
         r64 = r64.unsqueeze(0)  # [1, K, D]
     if metric == "l2":
-        return ((x64 - r64) ** 2).sum(-1)
+        return (x64 - r64).square_().sum(-1)  # in place: one [N, K, D] temporary, not two
     if metric == "cosine":
         x64 = _unit_rows(x64)
         r64 = _unit_rows(r64)

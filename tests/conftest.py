@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -15,6 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+# Triton fixes interpreter mode for every @triton.jit function (its own tl.cdiv included) when it is
+# first imported, and transformers/peft import it early. Without a GPU the kernel tests run in the
+# interpreter, so the mode is set here, before any test module is collected.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DATA = Path(__file__).parent / "data"
 ROBERTA_TOKENIZER = DATA / "roberta-base-tokenizer"

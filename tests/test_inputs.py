@@ -186,7 +186,7 @@ def test_too_many_pixels_is_rejected_before_decoding(tmp_path, monkeypatch):
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
         with pytest.raises(InvalidImageError) as caught:
             to_tensor(path)
-        message = str(caught.value)
+        message = str(caught.value).replace(str(path), "<path>")  # digits in tmp_path are not sizes
         # One limit, the one that applies (Pillow's own message names twice it), and the image's size.
         assert f"has 10,000 pixels, above the limit of {limit:,} pixels" in message
         assert {int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*\d", message)} == {10000, limit}

@@ -9,18 +9,16 @@ import torch
 
 from lqae_tokenizer import Codebook, nearest_code
 from lqae_tokenizer.kernels import reference
-from lqae_tokenizer.kernels.reference import exact_distances, float64_scan
+from lqae_tokenizer.kernels.naive import nearest_code_naive
+from lqae_tokenizer.kernels.reference import float64_scan
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 METRICS = ["cosine", "l2", "dot"]
 
 
 def oracle(x, codebook, metric, allowed=None):
-    """Full float64 distance matrix, argmin with the lowest id on ties (torch.argmin's rule)."""
-    rows = codebook if allowed is None else codebook[allowed]
-    dist = exact_distances(x, rows, metric)  # [N, K]
-    pos = dist.argmin(dim=1)
-    return pos if allowed is None else allowed[pos]
+    """The naive float64 scan (kernels/naive.py, written apart from the search): lowest id on ties."""
+    return nearest_code_naive(x, codebook, metric, allowed)
 
 
 def near_tie_data(n, v, d, dtype, seed):

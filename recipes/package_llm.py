@@ -1,0 +1,46 @@
+"""Package a finished lqae-llm run as the bundled ImageLM (lqae_tokenizer/demo_models/<name>/).
+
+    python recipes/package_llm.py RUN_DIR [--name fashion-mnist-smollm2] [--measured RESULTS_MD_SECTION]
+
+Copies RUN_DIR/final (image_lm.json, the LoRA adapter, the card), stores the adapter's weights as
+float16 (they load into the float32 model; half the bytes), and appends ``--measured`` (a Markdown file)
+to the card as its "Measured" section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = ("image_lm.json", "adapter_config.json", "adapter_model.safetensors", "README.md")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--name", default="fashion-mnist-smollm2")
+    parser.add_argument("--measured", type=Path, help="Markdown appended to the card as its Measured section")
+    args = parser.parse_args()
+    from safetensors.torch import load_file, save_file
+
+    target = ROOT / "lqae_tokenizer" / "demo_models" / args.name
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for name in FILES:
+        shutil.copyfile(args.run / "final" / name, target / name)
+    weights = target / "adapter_model.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights),
+              metadata={"format": "pt"})
+    weights.chmod(0o644)
+    if args.measured:
+        card = target / "README.md"
+        card.write_text(card.read_text().rstrip("\n") + "\n\n## Measured\n\n" + args.measured.read_text().strip() + "\n")
+    total = sum(p.stat().st_size for p in target.iterdir())
+    print(f"packaged {args.run / 'final'} into {target} ({total / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

