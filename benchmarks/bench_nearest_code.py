@@ -11,7 +11,7 @@ Methods (V=50,265 rows of width D=768, random data of the roberta-base embedding
               normalised rows, where the l2 argmin is the cosine argmax; not for dot)
   matmul      chunked x @ table.T then argmax (normalised for cosine): fast, NOT exact
   ours-torch  lqae_tokenizer's exact torch path, Codebook prepared once
-  ours-oneshot nearest_code(x, table): the one-shot call (prepared tables are cached)
+  ours-oneshot nearest_code(x, table): the one-shot call, which prepares the table every time (no cache)
   ours-triton lqae_tokenizer's exact Triton kernel (CUDA only)
 "float64 stage" = share of rows the torch path's filter could not settle (sent to the float64 stages).
 For each: median seconds over --repeats runs after a warm-up, TFLOP/s (2*N*V*D flops), GB/s of the

@@ -202,7 +202,13 @@ def cmd_draw(args) -> None:
     lm = ImageLM.from_pretrained(args.model)
     tok = lm.image_tokenizer
     start = time.time()
-    net, clf_accuracy = pixel_classifier()
+    cache = args.work / "results" / "pixel_classifier.pt"  # seeded, so reusing it changes nothing
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=False)  # our own file, written just below
+        net, clf_accuracy = saved["net"], saved["accuracy"]
+    else:
+        net, clf_accuracy = pixel_classifier()
+        torch.save({"net": net, "accuracy": clf_accuracy}, cache)
     test = records(args.work / "final.jsonl")
     real_ids = torch.tensor([r["ids"] for r in test])
     real_labels = torch.tensor([int(Path(r["path"]).parent.name) for r in test])
@@ -211,11 +217,14 @@ def cmd_draw(args) -> None:
         recon_accuracy = float((net(recon).argmax(1) == real_labels).float().mean())
     print(f"pixel classifier: {clf_accuracy:.3f} on the final real images, {recon_accuracy:.3f} on their "
           f"reconstructions by the tokenizer ({time.time() - start:.0f} s)", flush=True)
-    per_class, rows_for_grid, draw_seconds = {}, [], 0.0
+    per_class, rows_for_grid, draw_seconds, decodable = {}, [], 0.0, 0
+    allowed = set(torch.as_tensor(tok.codebook_ids).tolist())
     for k, label in enumerate(lm.labels):
         start = time.time()
         ids = lm.draw_ids(label, args.per_class, seed=args.seed + k, temperature=args.temperature)
         draw_seconds += time.time() - start
+        # Checked, not assumed: the right length and every id a codebook word (what decode requires).
+        decodable += sum(len(row) == tok.tokens_per_image and set(row) <= allowed for row in ids.tolist())
         pixels = tok.batch_decode(ids, output_type="pt")
         grey = pixels.mean(1, keepdim=True)
         with torch.no_grad():
@@ -235,10 +244,10 @@ def cmd_draw(args) -> None:
     total = args.per_class * len(lm.labels)
     summary = {"classifier_accuracy_real": clf_accuracy, "classifier_accuracy_reconstructions": recon_accuracy,
                "classified_as_requested": sum(v["classified_as_requested"] for v in per_class.values()) / len(per_class),
-               "drawings": total, "decodable": total, "drawings_per_second": total / draw_seconds,
+               "drawings": total, "decodable": decodable, "drawings_per_second": total / draw_seconds,
                "temperature": args.temperature, "per_class": per_class, "model": str(args.model)}
     (args.work / "results" / f"draw-{args.name}.json").write_text(json.dumps(summary, indent=1))
-    print(f"all: {summary['classified_as_requested']:.3f} classified as requested; {total} of {total} decoded; "
+    print(f"all: {summary['classified_as_requested']:.3f} classified as requested; {decodable} of {total} decodable; "
           f"{summary['drawings_per_second']:.2f} drawings/s")
     if args.grid:
         image_grid(rows_for_grid, scale=2).save(args.grid)

@@ -10,6 +10,7 @@ to the card as its "Measured" section.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,10 @@ def main() -> None:
     target.mkdir(parents=True)
     for name in FILES:
         shutil.copyfile(args.run / "final" / name, target / name)
+    # peft records the base model's local folder; the portable name from image_lm.json replaces it.
+    adapter_config = json.loads((target / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = json.loads((target / "image_lm.json").read_text())["language_model"]
+    (target / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
     weights = target / "adapter_model.safetensors"
     state = load_file(str(weights))
     save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights),

@@ -33,8 +33,26 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-def test_formats(setup, word_tokenizer):
+def cli_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """lqae-tokenize's ``main`` in this process: the same code without an interpreter start per call
+    (the console script itself is run by ``cli`` in the other tests)."""
+    from lqae_tokenizer.cli.tokenize import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
+def test_formats(setup, word_tokenizer, capsys):
     root, paths, ids = setup
+
+    def cli(*args):
+        return cli_in_process(capsys, *args)
+
     out = cli(*paths, "--model", root / "model", "--format", "json", "--batch-size", "2")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
@@ -55,6 +73,7 @@ def test_formats(setup, word_tokenizer):
     assert word_tokenizer.from_tokens(token_line) == ids[1]
 
 
+@pytest.mark.slow
 def test_reconstruct_writes_decoded_pngs(setup, word_tokenizer, tmp_path):
     root, paths, ids = setup
     out = cli(paths[0], paths[1], "--model", root / "model", "--format", "ids", "--reconstruct", tmp_path / "rec")
@@ -64,6 +83,7 @@ def test_reconstruct_writes_decoded_pngs(setup, word_tokenizer, tmp_path):
     assert Image.open(tmp_path / "rec" / "img0.png").tobytes() == word_tokenizer.decode(ids[0]).tobytes()
 
 
+@pytest.mark.slow
 def test_unreadable_inputs_are_reported_and_the_rest_processed(setup, tmp_path):
     root, paths, ids = setup
     broken = tmp_path / "broken.png"
@@ -76,6 +96,7 @@ def test_unreadable_inputs_are_reported_and_the_rest_processed(setup, tmp_path):
     assert "2 of 4 inputs failed" in out.stderr
 
 
+@pytest.mark.slow
 def test_bad_model_and_usage_errors(setup, tmp_path):
     root, paths, _ = setup
     out = cli(paths[0], "--model", tmp_path / "nowhere")
@@ -97,6 +118,7 @@ def test_inputs_are_checked_before_the_model_loads(setup, tmp_path):
     assert out.returncode == 1 and "typo.png" in out.stderr and "cannot load" not in out.stderr
 
 
+@pytest.mark.slow
 def test_collection_mode_streams_to_jsonl_and_resumes(setup, word_tokenizer, tmp_path):
     root, paths, ids = setup
     data = tmp_path / "data"
@@ -139,6 +161,7 @@ def test_unusable_output_paths_are_usage_errors_before_the_model_loads(args, mes
     assert time.perf_counter() - start < 30  # Python and torch starting, no model
 
 
+@pytest.mark.slow
 def test_bundled_names_select_the_bundled_models(minilm_dir):
     sample = str(Path(__file__).parent / "data" / "fashion-mnist-320" / "0_00019.png")
     out = subprocess.run([sys.executable, "-m", "lqae_tokenizer.cli.tokenize", sample, "--model", "fashion-mnist",

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import DATA
 
+pytestmark = pytest.mark.slow  # subprocesses and training runs: excluded by -m "not slow"
+
 IMAGES = DATA / "fashion-mnist-320"
 
 

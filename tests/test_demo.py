@@ -80,6 +80,7 @@ def test_photo_tokenizer_keeps_colour_and_beats_flat_and_per_patch_colour(minilm
     assert channel_spread > 0.5 * np.abs(original[..., 0] - original[..., 2]).mean()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(DEMOS))
 def test_demo_command_prints_every_sample_and_says_which_tokenizer(name, minilm_dir, tmp_path):
     out = subprocess.run([sys.executable, "-m", "lqae_tokenizer.demo", "--tokenizer", name, "--reconstruct", str(tmp_path)],
@@ -91,6 +92,7 @@ def test_demo_command_prints_every_sample_and_says_which_tokenizer(name, minilm_
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in sample_images(name))
 
 
+@pytest.mark.slow
 def test_demo_help_and_cli_default(minilm_dir, tmp_path):
     usage = subprocess.run([sys.executable, "-m", "lqae_tokenizer.demo", "--help"], capture_output=True, text=True,
                            timeout=120)

@@ -33,3 +33,10 @@ def test_readme_is_a_short_user_guide():
     assert len(lines) < 250
     first_screen = "\n".join(lines[:60])
     assert "ImageTokenizer.from_pretrained" in first_screen and "python -m pytest" in first_screen
+
+
+def test_ci_runs_the_readmes_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    command = re.search(r"&& (python -m pytest[^\n`]*)", readme).group(1).strip()
+    assert command in [line.strip() for line in ci.splitlines()], f"README's {command!r} is not what .ci/run runs"

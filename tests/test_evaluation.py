@@ -27,6 +27,7 @@ def fashion():
     return pixels, torch.tensor([int(r["label"]) for r in rows])
 
 
+@pytest.mark.slow
 def test_linear_probe_on_real_pixels_and_on_noise(fashion):
     x, y = fashion
     g = torch.Generator().manual_seed(0)
@@ -103,6 +104,7 @@ def test_nearest_class_mean_on_clean_features(fashion):
     assert acc < 0.6 and half_width > 0
 
 
+@pytest.mark.slow
 def test_causal_lm_scorer_picks_a_planted_label(tmp_path):
     """Teach a tiny GPT-2 that 'output:' is followed by ' sneaker', then score candidates."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel

@@ -112,6 +112,7 @@ def test_precision_is_validated(word_tokenizer):
     assert word_tokenizer.precision == "auto"
 
 
+@pytest.mark.slow
 def test_compiled_tokenizer_gives_the_same_ids_and_pixels(roberta_lm_dir):
     eager = build_tokenizer(roberta_lm_dir, codebook_vocabulary="words")
     compiled = build_tokenizer(roberta_lm_dir, codebook_vocabulary="words").compile()

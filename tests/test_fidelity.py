@@ -119,6 +119,7 @@ def test_lars_step_by_hand():
     assert torch.allclose(w.detach(), expected)
 
 
+@pytest.mark.slow
 def test_official_probe_learns_a_separable_problem():
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(4, 64, generator=g) * 3

@@ -108,6 +108,7 @@ def _corrupt_variants(data: bytes) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_malformed_safetensors_are_refused(word_tokenizer, tmp_path):
     folder = tmp_path / "ckpt"
     word_tokenizer.save_pretrained(folder)

@@ -56,6 +56,7 @@ LOAD = """
 """
 
 
+@pytest.mark.slow
 def test_download_from_hub_endpoint_then_offline_from_cache(published, tmp_path):
     folder, want = published
     cache = str(tmp_path / "hf-cache")
@@ -86,6 +87,7 @@ def test_offline_with_an_empty_cache_is_a_clear_error(tmp_path):
     assert "not in the local Hugging Face cache" in got["error"]
 
 
+@pytest.mark.slow
 def test_push_to_hub_then_load_from_it(published, tmp_path):
     folder, want = published
     code = f"""

@@ -30,6 +30,7 @@ def load_code(cache: str, repo: str = "org/tok") -> str:
     """
 
 
+@pytest.mark.slow
 def test_download_cut_midway_then_retry_succeeds(repo_files, tmp_path):
     files, want = repo_files
     cache = str(tmp_path / "cache")
@@ -44,6 +45,7 @@ def test_download_cut_midway_then_retry_succeeds(repo_files, tmp_path):
         assert hub.state.fail_next_downloads == 0  # the fault really happened
 
 
+@pytest.mark.slow
 def test_tampered_bytes_are_detected_then_a_clean_download_works(repo_files, tmp_path):
     files, want = repo_files
     cache = str(tmp_path / "cache")

@@ -24,6 +24,8 @@ from lqae_tokenizer.lm_source import PACKAGE_PREFIX, locate, portable_name
 
 from conftest import DATA, build_tokenizer, make_roberta_lm
 
+pytestmark = pytest.mark.slow  # subprocesses and training runs: excluded by -m "not slow"
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = DATA / "fashion-mnist-320"
 

@@ -17,6 +17,8 @@ from lqae_tokenizer.training.projected_fit import (fit_decoder, fit_linear_table
                                                    init_skip_readout, pair_by_principal_axes)
 from lqae_tokenizer.vit import ImageDecoder, ImageEncoder
 
+pytestmark = pytest.mark.slow  # subprocesses and training runs: excluded by -m "not slow"
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

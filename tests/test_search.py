@@ -189,6 +189,7 @@ def test_explicit_triton_that_cannot_run_says_why(monkeypatch):
         resolve_backend("triton", torch.device("meta"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_enclosing_bf16_autocast_does_not_change_ids(metric):
     # Regression: under torch.autocast (mixed-precision training, bf16 inference) the torch path's

@@ -16,6 +16,8 @@ from lqae_tokenizer.training import run_state as checkpoints
 from train_helpers import (FASHION, assert_identical, final_weights, metrics, run_train, start_train, train_args,
                            wait_for)
 
+pytestmark = pytest.mark.slow  # subprocesses and training runs: excluded by -m "not slow"
+
 
 def test_loss_falls_substantially(roberta_lm_dir, tmp_path):
     out = run_train(train_args(roberta_lm_dir, tmp_path / "run", "--max_train_steps", "80", "--learning_rate", "2e-3",

@@ -59,12 +59,14 @@ def test_help_is_short_and_complete(capsys):
     assert set(TRAIN_PRESETS) == {"paper", "tiny", "demo", "demo-vqvae"}
 
 
+@pytest.mark.slow
 def test_uneven_batch_split_is_refused(roberta_lm_dir, tmp_path):
     out = run_train(train_args(roberta_lm_dir, tmp_path / "r", "--max_train_steps", "1",
                                "--gradient_accumulation_steps", "3"))
     assert out.returncode != 0 and "must be a multiple of" in out.stderr
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_accumulation_train(roberta_lm_dir, tmp_path):
     out = run_train(train_args(roberta_lm_dir, tmp_path / "r", "--max_train_steps", "4", "--mixed_precision", "bf16",
                                "--gradient_accumulation_steps", "2"))
@@ -72,6 +74,7 @@ def test_bf16_autocast_and_accumulation_train(roberta_lm_dir, tmp_path):
     assert (tmp_path / "r" / "final" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_push_to_hub_uploads_the_final_tokenizer(roberta_lm_dir, tmp_path):
     token = "hf_secret_token_for_tests_0000"
     with FakeHub() as hub:
@@ -88,6 +91,7 @@ def test_push_to_hub_uploads_the_final_tokenizer(roberta_lm_dir, tmp_path):
             assert token.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_report_to_tensorboard(roberta_lm_dir, tmp_path):
     import importlib.util
 

@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from train_helpers import final_weights, metrics, run_train, train_args
+
+pytestmark = pytest.mark.slow  # subprocesses and training runs: excluded by -m "not slow"
 
 RANK_DUMP = """
 import os, sys

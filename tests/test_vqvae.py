@@ -109,6 +109,7 @@ def test_invalid_learned_settings_are_named(overrides, message):
         LQAEConfig.from_preset("tiny", **overrides)
 
 
+@pytest.mark.slow
 def test_lqae_train_trains_the_vqvae_baseline(roberta_lm_dir, tmp_path):
     out = tmp_path / "run"
     settings = tmp_path / "vqvae.json"  # settings without a flag of their own go in --config

