@@ -28,23 +28,37 @@ ROBERTA_TOKENIZER = DATA / "roberta-base-tokenizer"
 TOKENIZER_FILES = ("merges.txt", "tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 
-def make_roberta_lm(folder: Path, seed: int = 0, hidden: int = 32) -> Path:
-    """Save a random small RoBERTa MLM with the real roberta-base tokenizer into ``folder``."""
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
-    torch.manual_seed(seed)
-    config = RobertaConfig(vocab_size=50265, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=2 * hidden, max_position_embeddings=514, pad_token_id=1,
-                           bos_token_id=0, eos_token_id=2, type_vocab_size=1)
-    RobertaForMaskedLM(config).save_pretrained(folder)
+def copy_roberta_tokenizer(folder: Path) -> Path:
+    """Copy roberta-base's real tokenizer files (no weights) into ``folder``, which must exist."""
     for name in TOKENIZER_FILES:
         shutil.copy(ROBERTA_TOKENIZER / name, folder / name)
     return folder
 
 
+def make_random_lm(folder: Path, kind: str = "roberta", seed: int = 0, hidden: int = 32) -> Path:
+    """Save a random 2-layer LM of width ``hidden`` over roberta-base's real tokenizer into ``folder``.
+
+    ``kind`` is ``"roberta"`` (a masked LM, what the image tokenizer wraps) or ``"llama"`` (a causal LM,
+    what ``ImageLM`` fine-tunes). Both share the vocabulary and special ids so that one tokenizer serves.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM, RobertaConfig, RobertaForMaskedLM
+
+    shared = dict(vocab_size=50265, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                  num_attention_heads=2, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    torch.manual_seed(seed)
+    if kind == "roberta":
+        model = RobertaForMaskedLM(RobertaConfig(**shared, max_position_embeddings=514, type_vocab_size=1))
+    elif kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**shared, num_key_value_heads=2, max_position_embeddings=1024))
+    else:
+        raise ValueError(f"kind must be 'roberta' or 'llama', got {kind!r}")
+    model.save_pretrained(folder)
+    return copy_roberta_tokenizer(folder)
+
+
 @pytest.fixture(scope="session")
 def roberta_lm_dir(tmp_path_factory) -> Path:
-    return make_roberta_lm(tmp_path_factory.mktemp("roberta-lm"))
+    return make_random_lm(tmp_path_factory.mktemp("roberta-lm"), "roberta")
 
 
 @pytest.fixture(scope="session")

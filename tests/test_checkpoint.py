@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from lqae_tokenizer import CheckpointError, ImageTokenizer
 
-from conftest import build_tokenizer, make_roberta_lm, random_image
+from conftest import build_tokenizer, make_random_lm, random_image
 
 IMAGES = [random_image(s) for s in range(4)]
 
@@ -101,7 +101,7 @@ def test_config_that_does_not_match_the_weights(saved, tmp_path):
 
 def test_a_different_embedding_table_is_refused(word_tokenizer, saved, tmp_path):
     """Same architecture, other LM weights (e.g. another revision): the fingerprint catches it."""
-    other_lm = make_roberta_lm(tmp_path / "other-lm", seed=123)
+    other_lm = make_random_lm(tmp_path / "other-lm", "roberta", seed=123)
     folder = _copy(saved, tmp_path)
     config = json.loads((folder / "config.json").read_text())
     config["language_model"] = str(other_lm)
@@ -111,7 +111,7 @@ def test_a_different_embedding_table_is_refused(word_tokenizer, saved, tmp_path)
 
 
 def test_bundled_language_model_loads_with_no_other_source(tmp_path):
-    lm = make_roberta_lm(tmp_path / "lm", seed=5)
+    lm = make_random_lm(tmp_path / "lm", "roberta", seed=5)
     tok = build_tokenizer(lm, codebook_vocabulary="words")
     ids = tok.encode(IMAGES)
     pixels = tok.batch_decode(ids, output_type="pt")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from PIL import Image
 from lqae_tokenizer.evaluation import (build_prompt, codebook_statistics, linear_probe, mse,
                                        nearest_class_mean_accuracy, psnr, sample_episodes, score_labels, ssim)
 
-from conftest import ROBERTA_TOKENIZER, TOKENIZER_FILES
+from conftest import copy_roberta_tokenizer
 from train_helpers import FASHION
 
 
@@ -109,8 +108,7 @@ def test_causal_lm_scorer_picks_a_planted_label(tmp_path):
     """Teach a tiny GPT-2 that 'output:' is followed by ' sneaker', then score candidates."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    for name in TOKENIZER_FILES:
-        shutil.copy(ROBERTA_TOKENIZER / name, tmp_path / name)
+    copy_roberta_tokenizer(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50265, n_embd=32, n_layer=2, n_head=2, n_positions=64))
@@ -134,8 +132,7 @@ def test_cached_batched_scores_equal_one_pass_per_label(tmp_path):
 
     from lqae_tokenizer.evaluation import score_labels_reference, score_queries
 
-    for name in TOKENIZER_FILES:
-        shutil.copy(ROBERTA_TOKENIZER / name, tmp_path / name)
+    copy_roberta_tokenizer(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path))
     torch.manual_seed(1)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50265, n_embd=32, n_layer=2, n_head=2, n_positions=256)).eval()

@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import resource
-import shutil
 import struct
 import zlib
 
@@ -21,7 +20,7 @@ from PIL import Image
 from lqae_tokenizer import CheckpointError, ImageTokenizer, InvalidImageError
 from lqae_tokenizer.images import to_tensor
 
-from conftest import ROBERTA_TOKENIZER, TOKENIZER_FILES, build_tokenizer, random_image
+from conftest import build_tokenizer, copy_roberta_tokenizer, random_image
 
 MARKER_NAME = "pickle_payload_ran"
 
@@ -79,8 +78,7 @@ def test_pickle_weights_are_never_loaded(word_tokenizer, tmp_path):
     # A language model with only a pickle.
     lm = tmp_path / "lm"
     lm.mkdir()
-    for name in TOKENIZER_FILES:
-        shutil.copy(ROBERTA_TOKENIZER / name, lm / name)
+    copy_roberta_tokenizer(lm)
     (lm / "config.json").write_text(json.dumps({"model_type": "roberta", "vocab_size": 50265, "hidden_size": 8,
                                                 "num_hidden_layers": 1, "num_attention_heads": 2,
                                                 "intermediate_size": 16, "max_position_embeddings": 514}))

@@ -19,30 +19,16 @@ from lqae_tokenizer.llm import CodebookWordsProcessor, ImageLM, PromptFormat, Wo
 from lqae_tokenizer.llm.data import (IGNORE, LabelledText, PadCollator, build_examples,  # noqa: E402
                                      per_example_loss, read_labelled_text)
 
-from conftest import DATA, ROBERTA_TOKENIZER, TOKENIZER_FILES  # noqa: E402
+from conftest import DATA, make_random_lm  # noqa: E402
 
 FASHION = DATA / "fashion-mnist-320"
 NAMES = {"0": "T-shirt", "1": "trouser", "2": "pullover", "3": "dress", "4": "coat", "5": "sandal", "6": "shirt",
          "7": "sneaker", "8": "bag", "9": "boot"}
 
 
-def make_causal_lm(folder: Path, seed: int = 0) -> Path:
-    """A random 2-layer Llama (width 32) over roberta-base's byte-level BPE tokenizer, saved to ``folder``."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=50265, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=0, eos_token_id=2, pad_token_id=1)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    for name in TOKENIZER_FILES:
-        shutil.copy(ROBERTA_TOKENIZER / name, folder / name)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def causal_lm_dir(tmp_path_factory) -> Path:
-    return make_causal_lm(tmp_path_factory.mktemp("causal-lm"))
+    return make_random_lm(tmp_path_factory.mktemp("causal-lm"), "llama")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from lqae_tokenizer import ImageTokenizer, LQAEConfig
 from lqae_tokenizer.checkpoint import CheckpointError
 from lqae_tokenizer.lm_source import PACKAGE_PREFIX, locate, portable_name
 
-from conftest import DATA, build_tokenizer, make_roberta_lm
+from conftest import DATA, build_tokenizer, make_random_lm
 
 pytestmark = pytest.mark.slow  # subprocesses and training runs: excluded by -m "not slow"
 
@@ -54,7 +54,7 @@ def run(python: Path, *args: str, cwd: Path | None = None) -> subprocess.Complet
 
 
 def test_checkpoint_trained_in_one_venv_loads_from_another_with_the_first_deleted(tmp_path):
-    lm = make_roberta_lm(tmp_path / "lm")
+    lm = make_random_lm(tmp_path / "lm", "roberta")
     first = make_venv(tmp_path / "venv-a", with_lm_package=lm)
     model_dir = run(first, "-c", "import tinylm_pkg; print(tinylm_pkg.get_model_path())").stdout.strip()
     train = run(first, "-m", "lqae_tokenizer.train", "--preset", "tiny", "--language_model", model_dir,
@@ -245,7 +245,7 @@ def test_fine_tuning_loads_the_language_model_from_a_copy_and_refuses_another_mo
     assert tok.config.language_model == word_tokenizer.config.language_model != str(copy)
     image = IMAGES / sorted(os.listdir(IMAGES))[0]
     assert tok.encode(image) == word_tokenizer.encode(image)
-    other = make_roberta_lm(tmp_path / "other", seed=3)  # same shapes and vocabulary, other weights
+    other = make_random_lm(tmp_path / "other", "roberta", seed=3)  # same shapes and vocabulary, other weights
     with pytest.raises(CheckpointError, match="fingerprint"):
         build_for_training(resolve_config("tiny", {"model": {"language_model": str(other)}}, common),
                            torch.device("cpu"))
