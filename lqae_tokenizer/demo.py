@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from .bundled import BUNDLED, BUNDLED_DIR, DEFAULT_BUNDLED, bundled_dir, minilm_path
+from .bundled import BUNDLED, DEFAULT_BUNDLED, bundled_dir, minilm_path
 
 # The registry lives in .bundled (imported by the tokenizer too); these names are kept for callers.
 DEMOS, DEFAULT_DEMO = BUNDLED, DEFAULT_BUNDLED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 from PIL import Image
 
 
@@ -36,8 +37,6 @@ def image_row(images: Sequence[Image.Image], *, scale: int = 1, gap: int = 2) ->
 
 def tensor_to_image(pixels) -> Image.Image:
     """float ``[3, H, W]`` (or ``[1, H, W]``) in [0, 1] -> an RGB ``PIL.Image`` (rounded, clamped)."""
-    import numpy as np
-
     array = (pixels.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
     if array.shape[0] == 1:
         array = np.repeat(array, 3, axis=0)

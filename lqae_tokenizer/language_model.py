@@ -16,6 +16,9 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .checkpoint import CheckpointError
+from .lm_source import locate
+
 logger = logging.getLogger(__name__)
 
 
@@ -127,7 +130,6 @@ def load_language_model(
     """
     from transformers import AutoModel, AutoModelForMaskedLM
 
-    from .lm_source import locate
 
     source, hub = locate(str(name_or_path), revision, cache_dir=cache_dir, token=token,
                          local_files_only=local_files_only)
@@ -156,7 +158,6 @@ def load_text_tokenizer(name_or_path: str | Path, **hub: Any) -> Any:
     """The Hugging Face tokenizer of a language model or checkpoint folder, local copies first."""
     from transformers import AutoTokenizer
 
-    from .lm_source import locate
 
     folder = Path(name_or_path)
     if folder.is_dir():
@@ -170,7 +171,6 @@ def load_text_tokenizer(name_or_path: str | Path, **hub: Any) -> Any:
 @contextlib.contextmanager
 def _as_checkpoint_error(name: Any) -> Iterator[None]:
     """transformers reports a missing or unreadable model as OSError: say what it was about."""
-    from .checkpoint import CheckpointError
 
     try:
         yield

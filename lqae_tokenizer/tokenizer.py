@@ -22,12 +22,15 @@ import torch
 from PIL import Image
 
 from . import bundled as bundled_models, checkpoint
-from .config import LQAEConfig
+from .config import TRAINING_FIELDS, LQAEConfig
 from .language_model import FrozenLanguageModel, load_language_model, load_text_tokenizer, quiet_transformers
+from .lm_source import portable_name
 from .model import LQAEModel
+from .model_card import CARD_NAME, build_model_card, read_training_facts
 from .preprocessing import prepare_batch
 from .quantizer import codebook_fingerprint
 from .text import TextCodec
+from .vocabulary import codebook_ids
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -66,7 +69,6 @@ class ImageTokenizer:
                  local_files_only: bool = False, token: str | bool | None = None,
                  language_model: str | os.PathLike | FrozenLanguageModel | None = None,
                  text_tokenizer: Any = None) -> None:
-        from .lm_source import portable_name
 
         # A folder inside an installed package is recorded as pkg:<module>/<folder>, never as this
         # machine's absolute path; Hub ids and other folders are kept as given.
@@ -86,7 +88,6 @@ class ImageTokenizer:
 
     def _setup(self, config: LQAEConfig, language_model: FrozenLanguageModel, text_tokenizer: Any,
                device: torch.device | str | None, dtype: torch.dtype | None) -> None:
-        from .vocabulary import codebook_ids
 
         table = language_model.word_embeddings
         allowed = codebook_ids(text_tokenizer, table.shape[0], config.codebook_vocabulary)
@@ -154,7 +155,6 @@ class ImageTokenizer:
             module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
         self.model.to(device=_default_device(device), dtype=dtype or torch.float32)
         self.precision = precision
-        from .model_card import read_training_facts
 
         self.training_facts = read_training_facts(folder)
         self.source = (str(folder), None if language_model_arg is None else str(language_model_arg))
@@ -168,7 +168,6 @@ class ImageTokenizer:
         With ``include_language_model=True`` the frozen LM is written to ``language_model/`` so
         the folder loads with no other source (offline, no Hub).
         """
-        from .model_card import CARD_NAME, build_model_card
 
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
@@ -226,7 +225,6 @@ class ImageTokenizer:
     def set_training_settings(self, **changes: Any) -> None:
         """Change how the tokenizer would be trained (mask ratio, loss weights: ``config.TRAINING_FIELDS``),
         e.g. before fine-tuning it; ``ValueError`` for any other field, which would change what it is."""
-        from .config import TRAINING_FIELDS
 
         other = sorted(set(changes) - set(TRAINING_FIELDS))
         if other:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,8 +48,6 @@ def parse_device(name: str | None) -> torch.device | None:
 def _probe_writable(folder: Path, what: str) -> None:
     """``UsageError`` unless a file can be created in ``folder`` (the nearest existing ancestor of an
     output): permissions alone do not say it (root may write anywhere on paper, not in /proc)."""
-    import tempfile
-
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass

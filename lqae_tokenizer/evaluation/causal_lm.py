@@ -15,6 +15,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..checkpoint import CheckpointError
 from ..lm_source import PACKAGE_PREFIX, locate
 
@@ -53,7 +55,6 @@ def load_causal_lm(source: str, *, revision: str | None = None, dtype=None) -> t
     package is not installed, ``FileNotFoundError`` when that package lacks the file, and
     ``ImportError`` naming the ``[llm]`` extra when GGUF support is missing.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = _package_file(source) if source.startswith(PACKAGE_PREFIX) else Path(source).expanduser()

@@ -7,11 +7,15 @@ log-likelihood after the prompt under a Hugging Face causal LM, so no free text 
 
 from __future__ import annotations
 
+import copy
+import inspect
 import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+
+from .causal_lm import load_causal_lm
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,6 @@ def _tokens(tokenizer: Any, text: str) -> list[int]:
 
 def _resolve(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     if isinstance(model, str):
-        from .causal_lm import load_causal_lm
-
         model, tokenizer = load_causal_lm(model)
     model.eval()
     return model, tokenizer
@@ -83,8 +85,6 @@ def _resolve(model: Any, tokenizer: Any) -> tuple[Any, Any]:
 def _forward_cached(model: Any, ids: torch.Tensor, cache: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
     """``(logits, cache)`` of ``ids`` run on top of ``cache``. transformers 5 renamed ``past_key_values``
     to ``cache`` (the old name warns, then goes away): use whichever this model's forward takes."""
-    import inspect
-
     name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     out = model(ids, use_cache=True, **{name: cache}, **kwargs)
     return out.logits, getattr(out, name, None)
@@ -110,8 +110,6 @@ def score_queries(model: Any, tokenizer: Any, prefix: str, queries: Sequence[str
         model: a Hugging Face causal LM, or a name for :func:`~lqae_tokenizer.evaluation.load_causal_lm`.
         tokenizer: its tokenizer (ignored when ``model`` is a name).
     """
-    import copy
-
     model, tokenizer = _resolve(model, tokenizer)
     device = next(model.parameters()).device
     prefix_ids = _tokens(tokenizer, prefix)

@@ -19,6 +19,7 @@ weights, which it names portably (a bundled tokenizer's name or a subfolder; a H
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -28,20 +29,19 @@ from typing import Any, Sequence
 
 import torch
 
+from ..bundled import BUNDLED_DIR
 from ..checkpoint import CheckpointError, atomic_write_bytes, default_mode
+from ..tokenizer import ImageTokenizer
 from .constrained import CodebookWordsProcessor, WordTrie
 from .prompt import PromptFormat, check_labels, token_ids
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "image_lm.json"
 TOKENIZER_DIR = "image_tokenizer"
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "demo_models"
 
 
 def require_llm_packages() -> None:
     """``ImportError`` naming the ``[llm]`` extra when peft (or GGUF support) is missing."""
-    import importlib.util
-
     missing = [m for m in ("peft", "gguf", "accelerate") if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(f"ImageLM needs {', '.join(missing)}: pip install 'lqae-tokenizer[llm]'")
@@ -49,8 +49,6 @@ def require_llm_packages() -> None:
 
 def load_image_tokenizer(name: str, folder: Path | None = None):
     """A bundled tokenizer's name (``"fashion-mnist"``), ``folder/<name>`` or any ``from_pretrained`` source."""
-    from ..tokenizer import ImageTokenizer
-
     if folder is not None and (folder / name).is_dir():
         return ImageTokenizer.from_pretrained(folder / name, device="cpu")
     return ImageTokenizer.from_pretrained(name, device="cpu")
