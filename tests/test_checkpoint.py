@@ -110,6 +110,7 @@ def test_a_different_embedding_table_is_refused(word_tokenizer, saved, tmp_path)
         ImageTokenizer.from_pretrained(folder)
 
 
+@pytest.mark.slow
 def test_bundled_language_model_loads_with_no_other_source(tmp_path):
     lm = make_random_lm(tmp_path / "lm", "roberta", seed=5)
     tok = build_tokenizer(lm, codebook_vocabulary="words")

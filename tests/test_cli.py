@@ -47,6 +47,7 @@ def cli_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(list(args), code, out.out, out.err)
 
 
+@pytest.mark.slow
 def test_formats(setup, word_tokenizer, capsys):
     root, paths, ids = setup
 

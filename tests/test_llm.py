@@ -113,6 +113,7 @@ def test_processor_allows_only_codebook_continuations_and_ends_after_n_words(cau
     assert allowed_after(two) == {eos}                                  # two words: only the end
 
 
+@pytest.mark.slow
 def test_every_drawing_decodes_into_codebook_words(image_lm):
     codebook = set(image_lm.image_tokenizer.codebook_ids.tolist())
     for seed in (0, 1):
@@ -233,6 +234,7 @@ def test_tiny_training_run_with_trainer_and_resume(tmp_path, causal_lm_dir, fash
     assert resumed.training["optimizer_steps"] == 8
 
 
+@pytest.mark.slow
 def test_cli_help_and_usage_errors(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "lqae_tokenizer.llm.cli", *a],  # noqa: E731
                                     capture_output=True, text=True)
