@@ -20,6 +20,7 @@ treats it as one opaque call (no graph break).
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -184,8 +185,9 @@ class Codebook:
         device = torch.device(device)
         if device == self.device:
             return self
-        moved = Codebook.__new__(Codebook)
-        moved.metric, moved.vocab_size, moved.dim = self.metric, self.vocab_size, self.dim
+        # A shallow copy keeps metric and sizes; the rows are moved and prepared again on the new
+        # device (the prepared layout and the kernel layouts belong to one device).
+        moved = copy.copy(self)
         moved.allowed_ids = None if self.allowed_ids is None else self.allowed_ids.to(device)
         moved._prepare(self._book.rows.to(device))
         return moved

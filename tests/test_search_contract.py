@@ -92,6 +92,20 @@ def test_codebook_answers_for_the_table_it_was_built_from(allowed, write):
     assert torch.equal(Codebook(table, metric="l2", allowed_ids=allowed).search(x), c)
 
 
+
+@pytest.mark.parametrize("allowed", [None, torch.arange(30, 370)])
+def test_codebook_moved_to_another_device_is_a_separate_snapshot(allowed):
+    # "cpu:0" differs from the codebook's "cpu" as a device name, so .to() takes the move path that
+    # a GPU would take: a new Codebook prepared from the snapshot's rows, the original untouched.
+    table, x = problem(5)
+    book = Codebook(table, metric="cosine", allowed_ids=allowed)
+    moved = book.to("cpu:0")
+    assert moved is not book and moved._book is not book._book and book.to("cpu") is book
+    expected = nearest_code_naive(x, table, "cosine", allowed)
+    assert torch.equal(moved.search(x), expected) and torch.equal(book.search(x), expected)
+    assert moved.metric == "cosine" and moved.size == book.size and (moved.vocab_size, moved.dim) == (400, 24)
+
+
 # -- 4. torch.compile over the one-shot call and over Codebook.search --------------------------------
 @pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
 def test_one_shot_nearest_code_compiles_with_fullgraph(compile_backend):
