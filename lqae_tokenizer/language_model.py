@@ -130,7 +130,6 @@ def load_language_model(
     """
     from transformers import AutoModel, AutoModelForMaskedLM
 
-
     source, hub = locate(str(name_or_path), revision, cache_dir=cache_dir, token=token,
                          local_files_only=local_files_only)
     kwargs = dict(**hub, use_safetensors=True, output_loading_info=True)
@@ -158,7 +157,6 @@ def load_text_tokenizer(name_or_path: str | Path, **hub: Any) -> Any:
     """The Hugging Face tokenizer of a language model or checkpoint folder, local copies first."""
     from transformers import AutoTokenizer
 
-
     folder = Path(name_or_path)
     if folder.is_dir():
         source, kwargs = str(folder), {}
@@ -171,7 +169,6 @@ def load_text_tokenizer(name_or_path: str | Path, **hub: Any) -> Any:
 @contextlib.contextmanager
 def _as_checkpoint_error(name: Any) -> Iterator[None]:
     """transformers reports a missing or unreadable model as OSError: say what it was about."""
-
     try:
         yield
     except OSError as err:

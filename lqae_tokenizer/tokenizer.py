@@ -69,7 +69,6 @@ class ImageTokenizer:
                  local_files_only: bool = False, token: str | bool | None = None,
                  language_model: str | os.PathLike | FrozenLanguageModel | None = None,
                  text_tokenizer: Any = None) -> None:
-
         # A folder inside an installed package is recorded as pkg:<module>/<folder>, never as this
         # machine's absolute path; Hub ids and other folders are kept as given.
         config = dataclasses.replace(config, language_model=portable_name(config.language_model))
@@ -88,7 +87,6 @@ class ImageTokenizer:
 
     def _setup(self, config: LQAEConfig, language_model: FrozenLanguageModel, text_tokenizer: Any,
                device: torch.device | str | None, dtype: torch.dtype | None) -> None:
-
         table = language_model.word_embeddings
         allowed = codebook_ids(text_tokenizer, table.shape[0], config.codebook_vocabulary)
         if config.quantizer == "learned":
@@ -155,7 +153,6 @@ class ImageTokenizer:
             module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
         self.model.to(device=_default_device(device), dtype=dtype or torch.float32)
         self.precision = precision
-
         self.training_facts = read_training_facts(folder)
         self.source = (str(folder), None if language_model_arg is None else str(language_model_arg))
         return self
@@ -168,7 +165,6 @@ class ImageTokenizer:
         With ``include_language_model=True`` the frozen LM is written to ``language_model/`` so
         the folder loads with no other source (offline, no Hub).
         """
-
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         self._text.tokenizer.save_pretrained(str(folder))
@@ -225,7 +221,6 @@ class ImageTokenizer:
     def set_training_settings(self, **changes: Any) -> None:
         """Change how the tokenizer would be trained (mask ratio, loss weights: ``config.TRAINING_FIELDS``),
         e.g. before fine-tuning it; ``ValueError`` for any other field, which would change what it is."""
-
         other = sorted(set(changes) - set(TRAINING_FIELDS))
         if other:
             raise ValueError(f"{other} describe the network, not its training; only {list(TRAINING_FIELDS)} can change")
