@@ -5,6 +5,7 @@ drawing (classified by an independent pixel classifier, diversity, a picture gri
     python experiments/llm_study.py shuffle --work W --images 2000            # the shuffled-words control data
     python experiments/llm_study.py texts   --work W --tokenizer DIR --name arm-b [--as-words]
     python experiments/llm_study.py probes  --work W --images 2000 8000
+    python experiments/llm_study.py probes  --work W --images 2000 --arm vqvae   # another tokenizer's words
     python experiments/llm_study.py read    --work W --model RUN/final --name read-2000 [--set final]
     python experiments/llm_study.py draw    --work W --model RUN/final --per-class 20 --grid docs/llm_drawings.png
 
@@ -108,8 +109,21 @@ def one_hot_words(rows: list[dict], vocab: dict[int, int]) -> torch.Tensor:
     return x.flatten(1)
 
 
+def arm_records(work: Path, arm: str | None, images: int) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The training records of ``images`` images and the dev/final records, as the bundled tokenizer's
+    words (``arm`` None) or as another tokenizer's (the folder the ``texts`` command wrote)."""
+    if arm is None:
+        return train_subset(work, images), {s: records(work / f"{s}.jsonl") for s in SPLITS}
+    train = records(work / arm / "train.jsonl")
+    if len(train) != images:
+        raise SystemExit(f"{work / arm / 'train.jsonl'} holds {len(train)} training images, not {images}: "
+                         f"write it with `texts --images {images}` or pass --images {len(train)}")
+    return train, {s: records(work / arm / f"{s}.jsonl") for s in SPLITS}
+
+
 def cmd_probes(args) -> None:
-    """Linear probes on the same training images as the LLM arms, tested on dev and final."""
+    """Linear probes on the same training images as the LLM arms, tested on dev and final. With
+    ``--arm NAME`` only the word probes, on the text the ``texts`` command wrote to W/NAME."""
     from lqae_tokenizer import ImageTokenizer
     from lqae_tokenizer.evaluation import linear_probe
     from lqae_tokenizer.preprocessing import prepare_batch
@@ -118,8 +132,7 @@ def cmd_probes(args) -> None:
     images = {"train": read_split("train"), "test": read_split("test")}
     results = {}
     for n in args.images:
-        train = train_subset(args.work, n)
-        tests = {s: records(args.work / f"{s}.jsonl") for s in SPLITS}
+        train, tests = arm_records(args.work, args.arm, n)
         y = torch.tensor([int(Path(r["path"]).parent.name) for r in train])
         vocab = {t: k for k, t in enumerate(sorted({t for r in train for t in r["ids"]}))}
 
@@ -134,6 +147,8 @@ def cmd_probes(args) -> None:
         kinds = {"pixels (32x32)": pixels, "words at their positions (one-hot)": lambda rows, _: one_hot_words(rows, vocab),
                  "bag of words": lambda rows, _: one_hot_words(rows, vocab).reshape(len(rows), -1, len(vocab) + 1).sum(1),
                  "LM features (mean last hidden state)": features}
+        if args.arm is not None:  # pixels and the bundled tokenizer's features do not depend on the arm
+            kinds = {k: v for k, v in kinds.items() if "words" in k}
         for kind, make in kinds.items():
             xtr = make(train, "train")
             for split, rows in tests.items():
@@ -141,7 +156,8 @@ def cmd_probes(args) -> None:
                 acc = linear_probe(xtr, y, make(rows, "test"), yte)
                 results[f"{n} {kind} {split}"] = acc
                 print(f"{n:6d} images | {kind:38s} | {split:5s} | {acc:.3f}", flush=True)
-    (args.work / "results" / "probes.json").write_text(json.dumps(results, indent=1))
+    name = "probes.json" if args.arm is None else f"probes-{args.arm}.json"
+    (args.work / "results" / name).write_text(json.dumps(results, indent=1))
 
 
 def cmd_read(args) -> None:
@@ -271,6 +287,7 @@ def main() -> None:
             p.add_argument("--as-words", action="store_true")
         if name == "probes":
             p.add_argument("--images", type=int, nargs="+", default=[2000])
+            p.add_argument("--arm", help="probe the words of W/ARM (written by the texts command) instead")
         if name in ("read", "draw"):
             p.add_argument("--model", required=True)
             p.add_argument("--name", required=True)
