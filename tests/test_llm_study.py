@@ -1,0 +1,51 @@
+"""The pieces of experiments/llm_study.py that RESULTS.md's probe numbers and arm comparisons rest on:
+the word features of the probes, and which training images an arm's text holds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("peft")
+STUDY = Path(__file__).resolve().parents[1] / "experiments" / "llm_study.py"
+spec = importlib.util.spec_from_file_location("llm_study", STUDY)
+llm_study = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(llm_study)
+
+
+def test_one_hot_words_marks_each_position_and_sends_unseen_ids_to_one_column():
+    vocab = {7: 0, 9: 1}  # ids seen in training
+    rows = [{"ids": [7, 9, 7]}, {"ids": [9, 42, 7]}]
+    x = llm_study.one_hot_words(rows, vocab).reshape(2, 3, 3)
+    expected = torch.tensor([[[1, 0, 0], [0, 1, 0], [1, 0, 0]],
+                             [[0, 1, 0], [0, 0, 1], [1, 0, 0]]], dtype=x.dtype)
+    assert torch.equal(x, expected)
+    # Every position has exactly one mark: the probe sees the word and where it stands.
+    assert torch.equal(x.sum(-1), torch.ones(2, 3))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_arm_records_are_the_bundled_subset_or_the_arm_folder(tmp_path):
+    rows = [{"path": f"fm/train/{i % 10}/{i:05d}.png", "ids": [i]} for i in range(50)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    for split in ("dev", "final"):
+        write_jsonl(tmp_path / f"{split}.jsonl", [{"path": f"fm/test/0/0{split}.png", "ids": [1]}])
+    train, tests = llm_study.arm_records(tmp_path, None, 20)
+    assert train == llm_study.select_images(rows, 20, 0) and sorted(tests) == ["dev", "final"]
+    # Nested subsets: the first 10 of the 20 are the 10 a smaller run trains on.
+    assert llm_study.arm_records(tmp_path, None, 10)[0] == train[:10]
+
+    (tmp_path / "vq").mkdir()
+    write_jsonl(tmp_path / "vq" / "train.jsonl", train)
+    for split in ("dev", "final"):
+        write_jsonl(tmp_path / "vq" / f"{split}.jsonl", [{"path": "x", "ids": [2]}])
+    assert llm_study.arm_records(tmp_path, "vq", 20)[0] == train
+    with pytest.raises(SystemExit, match="holds 20 training images, not 30"):
+        llm_study.arm_records(tmp_path, "vq", 30)
