@@ -110,21 +110,28 @@ def cmd_rename(args) -> None:
     _, llm_tokenizer = load_causal_lm(args.language_model)
     words_tok = ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
     words = words_tok.text_tokenizer.convert_ids_to_tokens(words_tok.codebook_ids.tolist())
-    # Candidates in codebook order: lower-case letters only, one LLM token after a space.
-    single = [w for w in words if w.isalpha() and w.islower()
-              and len(llm_tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
     sets = {"train": train_subset(args.work, args.images), "dev": records(args.work / "dev.jsonl"),
             "final": records(args.work / "final.jsonl")}
     ids = sorted({t for rows in sets.values() for r in rows for t in r["ids"]})
-    if len(ids) > len(single):
-        raise SystemExit(f"{len(ids)} distinct ids but only {len(single)} one-token words")
-    new_word = dict(zip(ids, single))
+    new_word = one_token_words(ids, words, llm_tokenizer)
     out = args.work / args.name
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in sets.items():
         write(out / f"{name}.jsonl", [{**r, "text": " ".join(new_word[t] for t in r["ids"])} for r in rows])
-    lengths = [len(llm_tokenizer(" " + new_word[t], add_special_tokens=False)["input_ids"]) for t in ids]
-    print(f"{len(ids)} distinct ids -> {len(single)} one-token words available; {max(lengths)} token per word")
+    print(f"{len(ids)} distinct ids, each written as a word of one LLM token")
+
+
+def one_token_words(ids: list[int], candidates: list[str], llm_tokenizer) -> dict[int, str]:
+    """A one-to-one map from each of ``ids`` to a word the LLM reads as exactly one token after a space.
+
+    ``candidates`` are taken in order, keeping only lower-case alphabetic words (so that no id becomes
+    punctuation or a word piece); the map is fixed by the order of ``ids`` and ``candidates``."""
+    single = [w for w in candidates if w.isalpha() and w.islower()
+              and len(llm_tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
+    if len(ids) > len(single):
+        raise SystemExit(f"{len(ids)} distinct ids but only {len(single)} candidate words are one LLM token: "
+                         "pass a longer candidate list")
+    return dict(zip(ids, single))
 
 
 def one_hot_words(rows: list[dict], vocab: dict[int, int]) -> torch.Tensor:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROBERTA_TOKENIZER
+from transformers import AutoTokenizer
 
 pytest.importorskip("peft")
 STUDY = Path(__file__).resolve().parents[1] / "experiments" / "llm_study.py"
@@ -49,3 +51,18 @@ def test_arm_records_are_the_bundled_subset_or_the_arm_folder(tmp_path):
     assert llm_study.arm_records(tmp_path, "vq", 20)[0] == train
     with pytest.raises(SystemExit, match="holds 20 training images, not 30"):
         llm_study.arm_records(tmp_path, "vq", 30)
+
+
+def test_one_token_words_are_distinct_single_llm_tokens():
+    roberta_tokenizer = AutoTokenizer.from_pretrained(ROBERTA_TOKENIZER)
+    # roberta's byte-level BPE stands in for SmolLM2's: the rule is the same (one token after a space).
+    candidates = ["the", "Paris", "cat", "antidisestablishmentarianism", "##ing", "dog", "house", "3", "sun"]
+    ids = [40, 7, 1234]
+    words = llm_study.one_token_words(ids, candidates, roberta_tokenizer)
+    assert list(words) == ids and len(set(words.values())) == len(ids)
+    for word in words.values():
+        assert word.isalpha() and word.islower()
+        assert len(roberta_tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1
+    assert "antidisestablishmentarianism" not in words.values()  # several tokens: never chosen
+    with pytest.raises(SystemExit, match="8 distinct ids but only"):
+        llm_study.one_token_words(list(range(8)), candidates, roberta_tokenizer)
