@@ -249,9 +249,16 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
 def cmd_draw(args) -> None:
     from lqae_tokenizer.imaging import image_grid, tensor_to_image
     from lqae_tokenizer.llm import ImageLM
+    from lqae_tokenizer.llm.constrained import WordTrie
 
     lm = ImageLM.from_pretrained(args.model)
     tok = lm.image_tokenizer
+    if args.training_words:
+        # Only the words the first N training images use may be drawn: the drawing constraint's prefix
+        # tree is rebuilt over that subset (ImageLM builds it over the whole codebook).
+        used = {t for r in train_subset(args.work, args.training_words) for t in r["ids"]}
+        lm._trie = WordTrie(lm.llm_tokenizer, [w for w, i in lm.word_ids.items() if i in used])
+        print(f"drawing from the {len(lm._trie)} words of the first {args.training_words} training images")
     start = time.time()
     cache = args.work / "results" / "pixel_classifier.pt"  # seeded, so reusing it changes nothing
     if cache.is_file():
@@ -339,6 +346,8 @@ def main() -> None:
             p.add_argument("--temperature", type=float, default=1.0)
             p.add_argument("--grid", type=Path)
             p.add_argument("--grid-columns", type=int, default=10)
+            p.add_argument("--training-words", type=int, metavar="N",
+                           help="draw only words that the first N training images use")
     args = parser.parse_args()
     globals()[f"cmd_{args.command}"](args)
 
