@@ -12,11 +12,15 @@ Methods (V=50,265 rows of width D=768, random data of the roberta-base embedding
   matmul      chunked x @ table.T then argmax (normalised for cosine): fast, NOT exact
   ours-torch  lqae_tokenizer's exact torch path, Codebook prepared once
   ours-oneshot nearest_code(x, table): the one-shot call, which prepares the table every time (no cache)
-  ours-triton lqae_tokenizer's exact Triton kernel (CUDA only)
-"float64 stage" = share of rows the torch path's filter could not settle (sent to the float64 stages).
-For each: median seconds over --repeats runs after a warm-up, TFLOP/s (2*N*V*D flops), GB/s of the
-codebook read (N=256), peak extra memory (CUDA: measured; CPU: the score tile it allocates), and
-agreement with the float64 argmin on a sample of rows.
+  ours-triton lqae_tokenizer's exact Triton kernel (CUDA only): kernel, margin test, exact fallback
+  triton-kernel the kernel launch and split merge alone (CUDA only): what the exactness checks add is
+              ours-triton minus this
+"float64 stage" = share of rows the torch path's filter could not settle (sent to the float64 stages);
+for ours-triton, the share of rows the kernel left to the torch path ("fallback").
+For each: median seconds (CPU: over --repeats runs after a warm-up, host clock; CUDA: CUDA-event
+timings by triton.testing.do_bench, L2 flushed before each run, median), TFLOP/s (2*N*V*D flops),
+GB/s of the codebook read (N=256), peak extra memory (CUDA: measured; CPU: the score tile it
+allocates), and agreement with the float64 argmin on a sample of rows.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch.nn.functional as F
 
 from lqae_tokenizer import Codebook, nearest_code
 from lqae_tokenizer.kernels import reference
+from lqae_tokenizer.search import triton_fallback_share
 from lqae_tokenizer.kernels.naive import nearest_code_naive
 from lqae_tokenizer.kernels.reference import DEFAULT_MEMORY_BUDGET
 
@@ -53,6 +58,16 @@ def timed(fn, device: torch.device, repeats: int) -> tuple[float, float]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        estimate_ms = 1e3 * (time.perf_counter() - start)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        from triton.testing import do_bench
+
+        # At least ``repeats`` timed runs (do_bench sizes its loop to fill ``rep`` milliseconds).
+        ms = do_bench(fn, warmup=max(10, estimate_ms), rep=max(50, 1.2 * estimate_ms * repeats), return_mode="median")
+        return ms / 1e3, peak
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -105,8 +120,8 @@ def floor_matmul(x: torch.Tensor, table: torch.Tensor) -> None:
         x[i : i + step] @ table.t()
 
 
-def agreement(ids: torch.Tensor, x: torch.Tensor, table: torch.Tensor, metric: str, sample: torch.Tensor) -> float:
-    want = nearest_code_naive(x[sample], table, metric)
+def agreement(ids: torch.Tensor, want: torch.Tensor, sample: torch.Tensor) -> float:
+    """Share of the sampled rows whose id equals the float64 argmin ``want`` (CPU ids)."""
     return float((ids[sample].cpu() == want).float().mean())
 
 
@@ -115,6 +130,7 @@ def run_case(n: int, dtype: torch.dtype, metric: str, device: torch.device, repe
     table = (torch.randn(V, D, device=device, generator=g) * 0.1).to(dtype)  # roberta-base row norms ~ 3
     x = (torch.randn(n, D, device=device, generator=g) * 0.1).to(dtype)
     sample = torch.arange(0, n, max(1, n // 64), device=device)
+    want = nearest_code_naive(x[sample], table, metric)  # float64 oracle, once per case
     book = Codebook(table, metric=metric)
     flops = 2.0 * n * V * D
     methods = {"floor": lambda: floor_matmul(x, table)}
@@ -127,7 +143,14 @@ def run_case(n: int, dtype: torch.dtype, metric: str, device: torch.device, repe
     methods["ours-torch"] = lambda: book.search(x, backend="torch")
     methods["ours-oneshot"] = lambda: nearest_code(x, table, metric=metric, backend="torch")
     if device.type == "cuda":
+        from lqae_tokenizer.kernels import kernel_layout
+        from lqae_tokenizer.kernels import nearest_code_triton as kernel
+
         methods["ours-triton"] = lambda: book.search(x, backend="triton")
+        layout = book._kernel_layout(dtype)
+        fed, _ = kernel_layout.kernel_queries(x, layout)
+        methods["triton-kernel"] = lambda: kernel.merge_splits(*kernel.launch(fed, layout.rows, layout.aux, metric,
+                                                                               "tf32"))[1]
     rows = []
     for name, fn in methods.items():
         seconds, peak = timed(fn, device, repeats)
@@ -136,10 +159,11 @@ def run_case(n: int, dtype: torch.dtype, metric: str, device: torch.device, repe
             peak = DEFAULT_MEMORY_BUDGET * book._book.filter_rows.element_size() // 4
         rows.append(dict(
             n=n, dtype=str(dtype).replace("torch.", ""), metric=metric, method=name, median_ms=seconds * 1e3,
-            float64_stage=float64_stage_share(x, book) if name == "ours-torch" else None,
+            float64_stage=(float64_stage_share(x, book) if name == "ours-torch" else
+                           triton_fallback_share(book, x) if name == "ours-triton" else None),
             tflops=flops / seconds / 1e12, codebook_gbs=(V * D * table.element_size()) / seconds / 1e9,
             peak_extra_mib=peak / 2**20,
-            exact_fraction=None if ids is None else agreement(ids, x, table, metric, sample),
+            exact_fraction=None if ids is None else agreement(ids, want, sample),
         ))
     floor = rows[0]["median_ms"]
     for row in rows:

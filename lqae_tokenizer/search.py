@@ -259,19 +259,41 @@ def _(x, rows, filter_rows, kernel_rows, aux, numbers, metric, backend, precisio
 
 def _search_triton(x: torch.Tensor, book: reference.PreparedCodebook, layout: kernel_layout.KernelLayout,
                    precision: str, memory_budget: int) -> torch.Tensor:
-    from .kernels import nearest_code_triton as kernel
-
     if x.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=x.device)
+    ids, ambiguous = _triton_proposals(x, layout, precision)
+    if bool(ambiguous.any()):
+        rows = ambiguous.nonzero().squeeze(1)
+        ids[rows] = reference.nearest_code_torch(x[rows], book, memory_budget=memory_budget)
+    return ids
+
+
+def _triton_proposals(x: torch.Tensor, layout: kernel_layout.KernelLayout,
+                      precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's best ids ``[N]`` int64 and which rows it cannot settle ``[N]`` bool."""
+    from .kernels import nearest_code_triton as kernel
+
     fed, exact = kernel_layout.kernel_queries(x, layout)
     best, ids, second = kernel.merge_splits(*kernel.launch(fed, layout.rows, layout.aux, layout.metric, precision))
     margin = kernel_layout.kernel_margin(fed, exact, layout, best, precision)
     # Accept a row only when no other code can overtake the kernel's best within the rounding bound.
     ambiguous = ~torch.isfinite(best) | ~((best.double() - second.double()) > margin)
-    if bool(ambiguous.any()):
-        rows = ambiguous.nonzero().squeeze(1)
-        ids[rows] = reference.nearest_code_torch(x[rows], book, memory_budget=memory_budget)
-    return ids
+    return ids, ambiguous
+
+
+def triton_fallback_share(book: Codebook, x: torch.Tensor, fp32_matmul: str = "tf32") -> float:
+    """Share of the rows of ``x`` ``[N, D]`` that the Triton kernel leaves to the exact torch path.
+
+    A diagnostic for benchmarks (the ids do not depend on it): the rows whose best and second-best
+    kernel scores lie within the rounding margin. Needs a CUDA device (or ``TRITON_INTERPRET=1``).
+    """
+    _check_queries(x, book.dim, book.device)
+    if x.shape[0] == 0:
+        return 0.0
+    layout = book._kernel_layout(torch.promote_types(x.dtype, book.dtype))
+    with torch.autocast(x.device.type, enabled=False):
+        _, ambiguous = _triton_proposals(x.detach(), layout, fp32_matmul)
+    return float(ambiguous.float().mean())
 
 
 @torch.library.custom_op("lqae::nearest_code_once", mutates_args=())

@@ -22,5 +22,5 @@ def test_full_size_matches_float64(dtype, metric, n):
     book = Codebook(table, metric=metric)
     got = book.search(x, backend="triton")
     assert torch.equal(got, book.search(x, backend="torch"))
-    sample = torch.arange(0, n, 37, device="cuda")
+    sample = torch.arange(0, n, max(1, n // 16), device="cuda")  # the naive oracle is slow
     assert torch.equal(got[sample].cpu(), nearest_code_naive(x[sample], table, metric))
