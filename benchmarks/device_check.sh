@@ -70,20 +70,24 @@ step versions 60 "$PY" -c "import torch, triton, transformers, sys; print(sys.ve
 triton.__version__, transformers.__version__, torch.version.cuda, torch.cuda.get_device_name(), \
 torch.cuda.get_device_properties(0).multi_processor_count, 'SMs')"
 if [ "$PART" = all ] || [ "$PART" = search ]; then
-  step exactness 100 "$PY" "$REPO/benchmarks/gpu_exactness.py" --json "$LOGS/exactness.json"
+  step exactness 90 "$PY" "$REPO/benchmarks/gpu_exactness.py" --json "$LOGS/exactness.json"
   step wgmma 10 bash -c "grep -rlE 'wgmma.mma_async' ~/.triton/cache --include='*.ptx' | wc -l; \
 grep -rhoE 'wgmma.mma_async[.a-z0-9_]*' ~/.triton/cache --include='*.ptx' | sort | uniq -c | head"
-  step bench_search 110 "$PY" "$REPO/benchmarks/bench_nearest_code.py" --device cuda --dtypes bfloat16 \
+  step bench_search 100 "$PY" "$REPO/benchmarks/bench_nearest_code.py" --device cuda --dtypes bfloat16 \
     --metrics cosine --sizes 256 4096 65536 131072 --repeats 10 --json "$LOGS/bench_search.json"
-  step sweep 90 "$PY" "$REPO/benchmarks/sweep_kernel.py" --json "$LOGS/sweep.json"
 fi
 if [ "$PART" = all ] || [ "$PART" = pipeline ]; then
-  step pipeline 80 "$PY" "$REPO/benchmarks/bench_pipeline.py" --preset paper --device cuda --precision bf16 \
+  step pipeline 70 "$PY" "$REPO/benchmarks/bench_pipeline.py" --preset paper --device cuda --precision bf16 \
     --tasks encode decode --batch-sizes 1 64 256 --repeats 5
-  step train 60 "$PY" "$REPO/benchmarks/bench_pipeline.py" --preset paper --device cuda --precision bf16 \
+  step train 50 "$PY" "$REPO/benchmarks/bench_pipeline.py" --preset paper --device cuda --precision bf16 \
     --tasks train --batch-sizes 64 256 512 --repeats 3
-  step torchrun 80 bash -c train_and_resume
-  step cuda_tests 60 bash -c "cd '$REPO' && '$PY' -P -m pytest -q -x -p no:cacheprovider \
+  step torchrun 70 bash -c train_and_resume
+fi
+if [ "$PART" = all ] || [ "$PART" = search ]; then
+  step sweep 80 "$PY" "$REPO/benchmarks/sweep_kernel.py" --json "$LOGS/sweep.json"
+fi
+if [ "$PART" = all ] || [ "$PART" = pipeline ]; then
+  step cuda_tests 50 bash -c "cd '$REPO' && '$PY' -P -m pytest -q -x -p no:cacheprovider \
 tests/test_nearest_code_gpu.py tests/test_fast_paths.py::test_cuda_default_is_bf16_autocast_with_exact_ids"
 fi
 echo "----" | tee -a "$OUT/status.txt"
