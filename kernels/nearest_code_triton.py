@@ -127,7 +127,6 @@ def _configs(block_k: int, wide_stages: int) -> list:
 
 # 2-byte inputs take 64-deep K tiles; fp32 inputs (twice the bytes) take 32-deep ones.
 AUTOTUNE_CONFIGS = {2: _configs(64, 3), 4: _configs(32, 3)}
-MIN_BLOCK_M = min(c.kwargs["BLOCK_M"] for configs in AUTOTUNE_CONFIGS.values() for c in configs)
 _AUTOTUNED = {
     size: triton.autotune(configs=configs, key=["N_BUCKET", "V", "D", "METRIC", "INPUT_PRECISION"])(nearest_code_kernel)
     for size, configs in AUTOTUNE_CONFIGS.items()
@@ -151,6 +150,10 @@ def default_num_splits(n: int, v: int, block_m: int, multiprocessors: int) -> in
     return max(1, min(triton.cdiv(v, 128), triton.cdiv(2 * multiprocessors, row_tiles)))
 
 
+# Fixed tiles for the CPU interpreter, which has no device to autotune on (small tiles keep it quick).
+INTERPRETER_BLOCKS = (16, 32, 16)
+
+
 def launch(x, rows, aux, metric: str, input_precision: str, *, num_splits: int | None = None,
            blocks: tuple[int, int, int] | None = None):
     """Run the kernel; returns per-split partials ``(best [S, N] f32, best_id [S, N] i32, second [S, N] f32)``.
@@ -163,7 +166,10 @@ def launch(x, rows, aux, metric: str, input_precision: str, *, num_splits: int |
         blocks: fixed ``(BLOCK_M, BLOCK_N, BLOCK_K)`` instead of autotuning (always fixed in the
             CPU interpreter).
 
-    Splits the kernel did not use (autotuning picked a wider BLOCK_M) stay at -inf and merge away.
+    The split count depends on BLOCK_M (wider row tiles, fewer of them, more splits), so the outputs
+    are sized for the config that launches the most splits, and only the splits of the config that
+    ran last are returned: while autotuning, every config writes into the same buffers, and a split
+    that only another config wrote would hold stale partials.
     """
     import torch
 
@@ -171,11 +177,13 @@ def launch(x, rows, aux, metric: str, input_precision: str, *, num_splits: int |
         raise ValueError(f"launch needs contiguous x and rows of one dtype, got {x.dtype} and {rows.dtype}")
     n, d = x.shape
     v = rows.shape[0]
-    if blocks is None and INTERPRETED:
-        blocks = (16, 32, 16)  # the interpreter has no device to autotune on; small tiles keep it quick
+    if blocks is None and INTERPRETED and INTERPRETER_BLOCKS is not None:
+        blocks = INTERPRETER_BLOCKS
+    tuner = None if blocks else _AUTOTUNED[x.element_size()]
     sms = num_multiprocessors(x.device)
-    split_for = lambda block_m: num_splits or default_num_splits(n, v, block_m, sms)  # noqa: E731
-    most = split_for(blocks[0] if blocks else MIN_BLOCK_M)
+    block_ms = [blocks[0]] if blocks else [c.kwargs["BLOCK_M"] for c in tuner.configs]
+    splits = {bm: num_splits or default_num_splits(n, v, bm, sms) for bm in block_ms}
+    most = max(splits.values())
     best = torch.full((most, n), float("-inf"), dtype=torch.float32, device=x.device)
     best_id = torch.full((most, n), INT32_MAX, dtype=torch.int32, device=x.device)
     second = torch.full((most, n), float("-inf"), dtype=torch.float32, device=x.device)
@@ -183,13 +191,14 @@ def launch(x, rows, aux, metric: str, input_precision: str, *, num_splits: int |
     interpreting = INTERPRETED
     common = dict(METRIC=METRIC_IDS[metric], INPUT_PRECISION="ieee" if interpreting else input_precision,
                   UPCAST=interpreting and x.dtype == torch.bfloat16)
-    if blocks is None:
-        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), split_for(meta["BLOCK_M"]))  # noqa: E731
-        _AUTOTUNED[x.element_size()][grid](*args, **common)
+    if tuner is not None:
+        tuner[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), splits[meta["BLOCK_M"]])](*args, **common)
+        used = splits[tuner.best_config.kwargs["BLOCK_M"]]
     else:
         bm, bn, bk = blocks
         nearest_code_kernel[(triton.cdiv(n, bm), most)](*args, **common, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
-    return best, best_id, second
+        used = most
+    return best[:used], best_id[:used], second[:used]
 
 
 def merge_splits(best, best_id, second):

@@ -165,3 +165,43 @@ def test_mixed_magnitudes_and_near_ties(metric):
     book[60] = book[5] * (1 + 1e-7)
     x[0] = book[5]
     assert torch.equal(nearest_code(x, book, metric=metric, backend="triton"), oracle(x, book, metric))
+
+
+class ReplayingAutotuner:
+    """Stands in for ``triton.autotune`` on the CPU, where the interpreter has no device to time on:
+    it launches every config into the same output buffers (as the real autotuner's benchmarking
+    does), then the chosen one last, and checks each grid against the buffers it writes into."""
+
+    def __init__(self, configs, chosen: int):
+        self.configs, self.best_config = configs, configs[chosen]
+
+    def __getitem__(self, grid):
+        def run(*args, **common):
+            allocated = args[3].shape[0]  # best [S, N]: the split slots the launcher allocated
+            for config in [*self.configs, self.best_config]:
+                rows, splits = grid(config.kwargs)
+                assert splits <= allocated, f"{config.kwargs} launches {splits} splits into {allocated} slots"
+                kernel.nearest_code_kernel[(rows, splits)](*args, **common, **config.kwargs)
+
+        return run
+
+
+@pytest.mark.parametrize("chosen", range(len(kernel.AUTOTUNE_CONFIGS[4])))
+def test_autotuned_launch_sizes_its_outputs_for_every_config(monkeypatch, chosen):
+    # On the H200 the autotuner's wider BLOCK_M configs launched more codebook splits than the
+    # outputs had room for (sized for the narrowest): out-of-bounds writes, wrong ids, NaN elsewhere.
+    # Whichever config wins, every split it runs must fit, and only its own splits may be merged.
+    configs = kernel.AUTOTUNE_CONFIGS[4]
+    monkeypatch.setattr(kernel, "INTERPRETER_BLOCKS", None)
+    monkeypatch.setattr(kernel, "_AUTOTUNED", {4: ReplayingAutotuner(configs, chosen)})
+    monkeypatch.setattr(kernel, "num_multiprocessors", lambda device: 16)
+    n, v = 300, 1024  # 2..5 row tiles, so the split count differs between the configs' BLOCK_M
+    splits = {c.kwargs["BLOCK_M"]: kernel.default_num_splits(n, v, c.kwargs["BLOCK_M"], 16) for c in configs}
+    assert len(set(splits.values())) > 1
+    x, book = data(n, v, 32, torch.float32, seed=11)
+    layout = prepare_kernel_layout(book, "cosine", torch.float32)
+    fed, _ = kernel_queries(x, layout)
+    best, best_id, second = kernel.launch(fed, layout.rows, layout.aux, "cosine", "ieee")
+    assert best.shape[0] == splits[configs[chosen].kwargs["BLOCK_M"]]  # the winner's splits only
+    _, ids, _ = kernel.merge_splits(best, best_id, second)
+    assert torch.equal(ids, oracle(x, book, "cosine"))
