@@ -87,7 +87,7 @@ if [ "$PART" = all ] || [ "$PART" = search ]; then
   step sweep 80 "$PY" "$REPO/benchmarks/sweep_kernel.py" --json "$LOGS/sweep.json"
 fi
 if [ "$PART" = all ] || [ "$PART" = pipeline ]; then
-  step cuda_tests 50 bash -c "cd '$REPO' && '$PY' -P -m pytest -q -x -p no:cacheprovider \
+  step cuda_tests 90 bash -c "cd '$REPO' && '$PY' -P -m pytest -q -x -p no:cacheprovider \
 tests/test_nearest_code_gpu.py tests/test_fast_paths.py::test_cuda_default_is_bf16_autocast_with_exact_ids"
 fi
 echo "----" | tee -a "$OUT/status.txt"
