@@ -67,6 +67,7 @@ def nearest_code_kernel(
     # compile-time
     METRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    FLATTEN: tl.constexpr = False,
 ):
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -83,7 +84,10 @@ def nearest_code_kernel(
     second = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     best_id = tl.full((BLOCK_M,), _KERNEL_INT32_MAX, tl.int32)
 
-    for v0 in range(v_begin, v_end, BLOCK_N):
+    # FLATTEN asks the compiler to pipeline the codebook-tile and K loops as one, so that the next
+    # tile's first loads overlap this tile's epilogue (an experiment for benchmarks/sweep_kernel.py;
+    # off in the autotuned configs until a GPU run shows it helps).
+    for v0 in tl.range(v_begin, v_end, BLOCK_N, flatten=FLATTEN):
         cols = v0 + tl.arange(0, BLOCK_N)
         col_ok = cols < v_end
         cols64 = cols.to(tl.int64)

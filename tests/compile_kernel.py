@@ -28,15 +28,17 @@ TYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 SIZES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def compile_variant(capability: int, dtype: str, config, metric: str, precision: str) -> dict:
+def compile_variant(capability: int, dtype: str, config, metric: str, precision: str, flatten: bool = False) -> dict:
     target = GPUTarget("cuda", capability, 32)
     backend = CUDABackend(target)
     t = TYPES[dtype]
     signature = {"x_ptr": f"*{t}", "c_ptr": f"*{t}", "aux_ptr": "*fp32", "best_ptr": "*fp32",
                  "best_id_ptr": "*i32", "second_ptr": "*fp32", "N": "i32", "V": "i32", "D": "i32",
                  "N_BUCKET": "i32", "METRIC": "constexpr", "INPUT_PRECISION": "constexpr",
-                 "UPCAST": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr"}
-    constants = {"METRIC": kernel.METRIC_IDS[metric], "INPUT_PRECISION": precision, "UPCAST": False, **config.kwargs}
+                 "UPCAST": "constexpr", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr",
+                 "FLATTEN": "constexpr"}
+    constants = {"METRIC": kernel.METRIC_IDS[metric], "INPUT_PRECISION": precision, "UPCAST": False, "FLATTEN": flatten,
+                 **config.kwargs}
     aligned = backend.parse_attr("D")  # divisible by 16
     attrs = {(kernel.nearest_code_kernel.arg_names.index(name),): aligned for name in
              ("x_ptr", "c_ptr", "aux_ptr", "best_ptr", "best_id_ptr", "second_ptr", "D")}
@@ -44,6 +46,7 @@ def compile_variant(capability: int, dtype: str, config, metric: str, precision:
                               options={"num_warps": config.num_warps, "num_stages": config.num_stages})
     ptx = compiled.asm["ptx"]
     return {"sm": capability, "dtype": dtype, "metric": metric, "precision": precision, "config": config.kwargs,
+            "flatten": flatten,
             "num_warps": config.num_warps, "num_stages": config.num_stages, "shared": compiled.metadata.shared,
             "async_copy": "cp.async" in ptx, "wgmma": "wgmma" in ptx, "mma": "mma.sync" in ptx,
             "cubin_bytes": len(compiled.asm["cubin"])}
@@ -62,6 +65,10 @@ def main(capabilities: list[int]) -> None:
                     print(json.dumps(compile_variant(capability, dtype, config, metric, precision)), flush=True)
             if dtype == "float32":  # IEEE fp32: no tensor cores, same tiles
                 print(json.dumps(compile_variant(capability, dtype, configs[0], "cosine", "ieee")), flush=True)
+            if dtype == "bfloat16":  # the flattened-loop experiment of benchmarks/sweep_kernel.py
+                for config in configs[:2]:
+                    print(json.dumps(compile_variant(capability, dtype, config, "cosine", precision, flatten=True)),
+                          flush=True)
 
 
 if __name__ == "__main__":

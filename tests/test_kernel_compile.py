@@ -32,7 +32,12 @@ def output() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def compiled(output) -> list[dict]:
-    return [r for r in output if "sm" in r]
+    return [r for r in output if "sm" in r and not r["flatten"]]
+
+
+@pytest.fixture(scope="module")
+def flattened(output) -> list[dict]:
+    return [r for r in output if "sm" in r and r["flatten"]]
 
 
 def test_every_config_dtype_and_metric_compiles_for_sm90_and_sm80(output, compiled):
@@ -59,3 +64,11 @@ def test_loads_are_pipelined_into_tensor_cores(compiled):
         if tensor_cores:
             assert r["wgmma" if r["sm"] == 90 else "mma"], f"no tensor-core instructions: {r}"
         assert r["cubin_bytes"] > 0
+
+
+def test_the_flattened_loop_experiment_compiles_pipelined_onto_tensor_cores(flattened):
+    # FLATTEN=True is what benchmarks/sweep_kernel.py times on a GPU; it must at least build and fit.
+    assert {r["sm"] for r in flattened} == {90, 80}
+    for r in flattened:
+        assert r["shared"] <= SHARED_LIMIT[r["sm"]], r
+        assert r["async_copy"] and r["wgmma" if r["sm"] == 90 else "mma"], r
