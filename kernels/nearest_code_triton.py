@@ -59,6 +59,31 @@ def _update_top2(score, cols, best, best_id, second):
 
 
 @triton.jit
+def _scan_tile(x_ptr, c_ptr, aux_ptr, row_offsets, row_ok, offs_k, v0, v_end, D, best, best_id, second,
+               METRIC: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Score codes ``[v0, v0 + BLOCK_N)`` (those below ``v_end``) and fold them into the running top 2."""
+    cols = v0 + tl.arange(0, BLOCK_N)
+    col_ok = cols < v_end
+    cols64 = cols.to(tl.int64)
+    col_offsets = cols64 * D
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, D, BLOCK_K):
+        k = k0 + offs_k
+        k_ok = k < D
+        a = tl.load(x_ptr + row_offsets[:, None] + k[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)  # [BM, BK]
+        b = tl.load(c_ptr + col_offsets[None, :] + k[:, None],
+                    mask=col_ok[None, :] & k_ok[:, None], other=0.0)  # [BK, BN]
+        if UPCAST:  # the CPU interpreter's dot misreads bf16; bf16 products are exact in fp32 anyway
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
+    score = _epilogue(acc, aux_ptr, cols64, col_ok, METRIC)
+    return _update_top2(score, cols, best, best_id, second)
+
+
+@triton.jit
 def nearest_code_kernel(
     # pointers
     x_ptr, c_ptr, aux_ptr, best_ptr, best_id_ptr, second_ptr,
@@ -86,26 +111,18 @@ def nearest_code_kernel(
 
     # FLATTEN asks the compiler to pipeline the codebook-tile and K loops as one, so that the next
     # tile's first loads overlap this tile's epilogue (an experiment for benchmarks/sweep_kernel.py;
-    # off in the autotuned configs until a GPU run shows it helps).
-    for v0 in tl.range(v_begin, v_end, BLOCK_N, flatten=FLATTEN):
-        cols = v0 + tl.arange(0, BLOCK_N)
-        col_ok = cols < v_end
-        cols64 = cols.to(tl.int64)
-        col_offsets = cols64 * D
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, D, BLOCK_K):
-            k = k0 + offs_k
-            k_ok = k < D
-            a = tl.load(x_ptr + row_offsets[:, None] + k[None, :],
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)  # [BM, BK]
-            b = tl.load(c_ptr + col_offsets[None, :] + k[:, None],
-                        mask=col_ok[None, :] & k_ok[:, None], other=0.0)  # [BK, BN]
-            if UPCAST:  # the CPU interpreter's dot misreads bf16; bf16 products are exact in fp32 anyway
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
-        score = _epilogue(acc, aux_ptr, cols64, col_ok, METRIC)
-        best, best_id, second = _update_top2(score, cols, best, best_id, second)
+    # off in the autotuned configs until a GPU run shows it helps). The branch is resolved at compile
+    # time, so Triton versions whose tl.range has no ``flatten`` never see it.
+    if FLATTEN:
+        for v0 in tl.range(v_begin, v_end, BLOCK_N, flatten=True):
+            best, best_id, second = _scan_tile(x_ptr, c_ptr, aux_ptr, row_offsets, row_ok, offs_k, v0, v_end, D,
+                                               best, best_id, second, METRIC, INPUT_PRECISION, UPCAST,
+                                               BLOCK_M, BLOCK_N, BLOCK_K)
+    else:
+        for v0 in range(v_begin, v_end, BLOCK_N):
+            best, best_id, second = _scan_tile(x_ptr, c_ptr, aux_ptr, row_offsets, row_ok, offs_k, v0, v_end, D,
+                                               best, best_id, second, METRIC, INPUT_PRECISION, UPCAST,
+                                               BLOCK_M, BLOCK_N, BLOCK_K)
 
     out = pid_s.to(tl.int64) * N + rows
     tl.store(best_ptr + out, best, mask=row_ok)
