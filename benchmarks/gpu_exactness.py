@@ -36,13 +36,18 @@ V, D = 50265, 768  # paper shape; --vocab/--dim shrink it for a CPU dry run in t
 
 
 def float64_argmin(x: torch.Tensor, table: torch.Tensor, metric: str) -> torch.Tensor:
-    """Float64 argmin ``[N]`` on the CPU, computed on the inputs' device (ties: lowest id)."""
+    """Float64 argmin ``[N]`` on the CPU (ties: lowest id), computed on the inputs' device one query at a
+    time with elementwise products and row sums (no matmul: every row is reduced the same way, so
+    duplicated rows tie exactly)."""
     x64, t64 = x.double(), table.double()
     if metric == "cosine":
         x64 = x64 / x64.norm(dim=1, keepdim=True)
         t64 = t64 / t64.norm(dim=1, keepdim=True)
-        return (x64 @ t64.t()).argmax(1).cpu()
-    return ((t64**2).sum(1)[None] - 2 * x64 @ t64.t()).argmin(1).cpu()
+    ids = []
+    for q in x64:
+        dist = -(t64 * q).sum(1) if metric == "cosine" else (t64 - q).square_().sum(1)
+        ids.append(int(torch.nonzero(dist == dist.min())[0]))
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def near_ties(table: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
