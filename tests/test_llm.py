@@ -65,6 +65,35 @@ def test_prompt_format_is_the_papers_both_ways():
         PromptFormat.from_dict({"read": "{words}", "draw": "output: {label} input:"})
 
 
+def test_grid_rows_layout_keeps_each_words_tokens_and_breaks_lines_after_every_w_words(causal_lm_dir):
+    from transformers import AutoTokenizer
+
+    from lqae_tokenizer.llm.prompt import newline_id
+
+    tok = AutoTokenizer.from_pretrained(causal_lm_dir)
+    fmt = PromptFormat(words_per_line=2)
+    words = " dye florence  a dyed\tdye "
+    assert fmt.lines(words) == ["dye florence", "a dyed", "dye"]
+    assert fmt.read_prompt(words) == "input: dye florence\n a dyed\n dye output:"
+    ids = fmt.draw_answer_ids(tok, words)
+    nl = newline_id(tok)
+    # Independent expectation: each word's tokens with its leading space, a newline after words 2 and 4.
+    expected = []
+    for k, word in enumerate(words.split()):
+        expected += ([nl] if k in (2, 4) else []) + tok(" " + word, add_special_tokens=False)["input_ids"]
+    assert ids == expected
+    # One line: exactly the old format's tokens.
+    assert PromptFormat().draw_answer_ids(tok, words) == tok(" dye florence a dyed dye", add_special_tokens=False)["input_ids"]
+    draw = build_examples([LabelledText(words, "coat")], tok, ("draw",), fmt)[0]
+    answer = [t for t in draw["labels"] if t != IGNORE]
+    assert answer == expected + [tok.eos_token_id]
+    assert PromptFormat.from_dict(fmt.to_dict()) == fmt and fmt.to_dict()["words_per_line"] == 2
+    assert "words_per_line" not in PromptFormat().to_dict()  # one-line folders keep their file
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="words_per_line must be"):
+            PromptFormat(words_per_line=bad)
+
+
 def test_labels_must_be_told_apart(causal_lm_dir):
     from transformers import AutoTokenizer
 
@@ -111,6 +140,60 @@ def test_processor_allows_only_codebook_continuations_and_ends_after_n_words(cau
     assert eos not in after_one and first <= after_one                 # one word: go on
     two = dye + tok(" florence", add_special_tokens=False)["input_ids"]
     assert allowed_after(two) == {eos}                                  # two words: only the end
+
+
+def test_processor_writes_a_newline_after_every_row_and_nowhere_else(causal_lm_dir):
+    from transformers import AutoTokenizer
+
+    from lqae_tokenizer.llm.prompt import newline_id
+
+    tok = AutoTokenizer.from_pretrained(causal_lm_dir)
+    trie = WordTrie(tok, ["dye", "dyed", "florence"])
+    eos, nl = tok.eos_token_id, newline_id(tok)
+    processor = CodebookWordsProcessor(trie, n_words=4, prompt_length=1, eos_token_id=eos, words_per_line=2,
+                                       newline_id=nl)
+    first = set(trie.children[0])
+    word = lambda w: tok(" " + w, add_special_tokens=False)["input_ids"]  # noqa: E731
+
+    def allowed_after(generated: list[int]) -> set[int]:
+        scores = processor(torch.tensor([[5] + generated]), torch.zeros(1, len(tok)))
+        return set(torch.isfinite(scores[0]).nonzero().flatten().tolist())
+
+    def continuations(w: str) -> set[int]:  # tokens that make the word w longer ("dye" -> "dyed")
+        node = 0
+        for t in word(w):
+            node = trie.step(node, t)[0]
+        return set(trie.children[node])
+
+    one = word("florence")
+    assert allowed_after(one) == first | continuations("florence")       # inside a row: the next word
+    two = one + word("dye")
+    assert allowed_after(two) == {nl} | continuations("dye")             # the row ends: newline, no new word
+    assert allowed_after(two + [nl]) == first                             # after the break: only a word
+    four = two + [nl] + word("dyed") + word("florence")
+    assert allowed_after(four) == {eos} | continuations("florence")      # the last word: only the end
+    assert processor.max_new_tokens() == trie.max_tokens(4) + 1
+    with pytest.raises(ValueError, match="newline_id"):
+        CodebookWordsProcessor(trie, n_words=4, prompt_length=1, eos_token_id=eos, words_per_line=2)
+
+
+def test_grid_rows_drawings_decode_even_when_the_lm_wants_line_breaks_everywhere(causal_lm_dir, fashion_tokenizer):
+    """The LM is made to prefer a newline above everything: it may only appear at the 7 row ends."""
+    from lqae_tokenizer.evaluation import load_causal_lm
+    from lqae_tokenizer.llm.prompt import newline_id
+
+    model, llm_tok = load_causal_lm(str(causal_lm_dir))
+    nl = newline_id(llm_tok)
+    with torch.no_grad():
+        model.lm_head.weight[nl] = 50.0 * model.model.norm.weight.sign()
+    lm = ImageLM(fashion_tokenizer, model, llm_tok, ["coat", "bag"], prompt=PromptFormat(words_per_line=8),
+                 language_model=str(causal_lm_dir), image_tokenizer_name="fashion-mnist")
+    ids = lm.draw_ids("bag", 3, seed=0)
+    assert ids.shape == (3, 64)
+    assert set(ids.flatten().tolist()) <= set(fashion_tokenizer.codebook_ids.tolist())
+    # draw_ids checks that the generated tokens are exactly draw_answer_ids of the words drawn (it raises
+    # otherwise); that layout has 8 rows, so 7 breaks.
+    assert lm.prompt.draw_answer_ids(llm_tok, fashion_tokenizer.ids_to_text(ids[0])).count(nl) == 7
 
 
 @pytest.mark.slow
@@ -220,10 +303,11 @@ def test_tiny_training_run_with_trainer_and_resume(tmp_path, causal_lm_dir, fash
                             for (p, label), t in zip(records, texts)))
     config = AdapterTrainingConfig(data=[str(data)], output_dir=str(tmp_path / "run"), language_model=str(causal_lm_dir),
                                    label_names=NAMES, epochs=1, batch_size=4, save_steps=2, lora_rank=4,
-                                   progress_bar=False)
+                                   words_per_line=8, progress_bar=False)
     final = train_adapter(config)
     lm = ImageLM.from_pretrained(final)
     assert lm.labels == list(NAMES.values())
+    assert lm.prompt.words_per_line == 8 and lm.training["words_per_line"] == 8  # the layout travels with the folder
     assert lm.training["images"] == 8 and lm.training["examples"] == 16 and lm.training["optimizer_steps"] == 4
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert lm.classify(records[0][0])[0] in NAMES.values()
@@ -246,6 +330,8 @@ def test_cli_help_and_usage_errors(tmp_path):
     assert out.returncode == 2 and "cannot write in /proc" in out.stderr and "Traceback" not in out.stderr
     out = run("train", "--data", "x.jsonl", "--output", "o", "--label-names", "0:coat")
     assert out.returncode == 2 and "RAW=NAME" in out.stderr and "Traceback" not in out.stderr
+    out = run("train", "--data", "x.jsonl", "--output", "o", "--words-per-line", "-1")
+    assert out.returncode == 2 and "words_per_line must be" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_batched_scoring_equals_one_full_pass_per_label(causal_lm_dir):

@@ -21,6 +21,9 @@ def build_card(config: dict[str, Any], measured: str | None = None) -> str:
         f"Labels: {', '.join(config['labels'])}.", "",
         "Prompt format (reading, then drawing):", "", "```", read, draw, "```", "",
     ]
+    width = config["prompt"].get("words_per_line", 0)
+    if width:
+        lines += [f"The words are written as grid rows: a line break (then a space) after every {width} words.", ""]
     if training:
         lines += [
             "## Training", "",

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lm", default=SMOLLM2,
                        help="causal LM: Hub id, folder, .gguf or pkg:<module>/<file> (default: SmolLM2-135M-Instruct)")
     train.add_argument("--tasks", default="read,draw", help="comma list of read, draw (default: both)")
+    train.add_argument("--words-per-line", type=int, default=0,
+                       help="lay each image's words out as grid rows of N words, a line break between rows "
+                            "(8 for an 8x8 grid; default 0: one line, the paper's format)")
     train.add_argument("--max-images", type=int, help="use the first N images after a seeded shuffle")
     train.add_argument("--epochs", type=float, default=1.0)
     train.add_argument("--batch-size", type=int, default=8, help="examples per device per step")
@@ -109,18 +112,27 @@ def _check_output(path: Path | None, flag: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .training import AdapterTrainingConfig, train_adapter
+    from .training import train_adapter
 
-    config = AdapterTrainingConfig(
+    try:
+        config = _training_config(args)
+    except ValueError as err:  # a bad setting, said before anything loads
+        raise UsageError(str(err)) from None
+    print(f"{PROG}: ImageLM written to {train_adapter(config)}")
+    return 0
+
+
+def _training_config(args: argparse.Namespace):
+    from .training import AdapterTrainingConfig
+
+    return AdapterTrainingConfig(
         data=args.data, output_dir=args.output, image_tokenizer=args.image_tokenizer, language_model=args.lm,
         label_names=parse_label_names(args.label_names), tasks=tuple(t.strip() for t in args.tasks.split(",")),
-        max_images=args.max_images, epochs=args.epochs, batch_size=args.batch_size,
+        words_per_line=args.words_per_line, max_images=args.max_images, epochs=args.epochs, batch_size=args.batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.lr,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
         target_modules=tuple(m.strip() for m in args.target_modules.split(",")), precision=args.precision,
         seed=args.seed, save_steps=args.save_steps, resume=args.resume, progress_bar=not args.no_progress_bar)
-    print(f"{PROG}: ImageLM written to {train_adapter(config)}")
-    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -11,6 +11,10 @@ score it does not allow to ``-inf``:
 - at the end of a word, fewer than ``n_words`` written: continue it, or start the next word;
 - at the end of the ``n_words``-th word: continue it, or end of sequence (the only way to finish).
 
+With ``words_per_line`` = W (the grid-rows layout of :class:`~lqae_tokenizer.llm.prompt.PromptFormat`),
+the end of every W-th word, but the last, allows the newline token instead of a new word, and after it
+only a new word: the same token sequence as :meth:`PromptFormat.draw_answer_ids` writes for training.
+
 So a sampled sequence is always ``n_words`` codebook words followed by end-of-sequence, whatever the LM's
 scores (tested with a random LM). ``max_new_tokens`` = :meth:`WordTrie.max_tokens` bounds the length.
 """
@@ -115,10 +119,16 @@ class CodebookWordsProcessor:
         n_words: how many words a drawing has (the image tokenizer's ``tokens_per_image``).
         prompt_length: tokens of the prompt in every row (generated tokens start there).
         eos_token_id: the id that ends a drawing.
+        words_per_line: 0 (one line), or W: a newline token between every W words.
+        newline_id: the LM's newline token (needed when ``words_per_line`` > 0).
     """
 
-    def __init__(self, trie: WordTrie, n_words: int, prompt_length: int, eos_token_id: int) -> None:
+    def __init__(self, trie: WordTrie, n_words: int, prompt_length: int, eos_token_id: int, *,
+                 words_per_line: int = 0, newline_id: int | None = None) -> None:
+        if words_per_line and newline_id is None:
+            raise ValueError("words_per_line > 0 needs the LM's newline_id")
         self.trie, self.n_words, self.prompt_length, self.eos = trie, n_words, prompt_length, eos_token_id
+        self.words_per_line, self.newline = words_per_line, newline_id
         self._states: dict[int, tuple[int, int, int]] = {}  # row -> (tokens consumed, node, words started)
 
     def _state(self, row: int, generated: torch.Tensor) -> tuple[int, int] | None:
@@ -130,6 +140,9 @@ class CodebookWordsProcessor:
             if node is None or token == self.eos and self._may_end(node, count):
                 node = None
                 continue
+            if token == self.newline and self._line_ends(node, count):
+                node = _ROOT  # the next token starts a word
+                continue
             moved = self.trie.step(node, token)
             if moved is None:
                 raise RuntimeError(f"generated token {token} left the codebook words (a bug in the constraint)")
@@ -140,10 +153,22 @@ class CodebookWordsProcessor:
     def _may_end(self, node: int, count: int) -> bool:
         return count == self.n_words and self.trie.word_at[node] is not None
 
+    def _line_ends(self, node: int, count: int) -> bool:
+        """At the end of a word that closes a line (a multiple of W, not the last word)."""
+        return (bool(self.words_per_line) and node != _ROOT and self.trie.word_at[node] is not None
+                and count < self.n_words and count % self.words_per_line == 0)
+
+    def max_new_tokens(self) -> int:
+        """Upper bound on a drawing's tokens: its words, the line breaks and end of sequence."""
+        breaks = (self.n_words - 1) // self.words_per_line if self.words_per_line else 0
+        return self.trie.max_tokens(self.n_words) + breaks
+
     def allowed(self, node: int, count: int) -> torch.Tensor:
         """Token ids allowed next at ``node`` with ``count`` words started."""
         parts = [self.trie.child_tokens(node)]
-        if node != _ROOT and self.trie.word_at[node] is not None and count < self.n_words:
+        if self._line_ends(node, count):
+            parts.append(torch.tensor([self.newline]))
+        elif node != _ROOT and self.trie.word_at[node] is not None and count < self.n_words:
             parts.append(self.trie.child_tokens(_ROOT))
         if self._may_end(node, count):
             parts.append(torch.tensor([self.eos]))

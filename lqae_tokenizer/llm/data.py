@@ -92,9 +92,10 @@ def read_example(fmt: PromptFormat, llm_tokenizer: Any, item: LabelledText) -> d
 
 
 def draw_example(fmt: PromptFormat, llm_tokenizer: Any, item: LabelledText) -> dict[str, list[int]]:
-    """``output: <label> input: <words>`` + end of sequence, loss on the words and the end."""
+    """``output: <label> input: <words>`` + end of sequence, loss on the words (and any line breaks
+    between grid rows) and the end."""
     prompt = token_ids(llm_tokenizer, fmt.draw_prompt(item.label))
-    answer = token_ids(llm_tokenizer, " " + item.text) + [llm_tokenizer.eos_token_id]
+    answer = fmt.draw_answer_ids(llm_tokenizer, item.text) + [llm_tokenizer.eos_token_id]
     return {"input_ids": prompt + answer, "labels": [IGNORE] * len(prompt) + answer}
 
 

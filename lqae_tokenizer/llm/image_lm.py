@@ -33,7 +33,7 @@ from ..bundled import BUNDLED_DIR
 from ..checkpoint import CheckpointError, atomic_write_bytes, default_mode
 from ..tokenizer import ImageTokenizer
 from .constrained import CodebookWordsProcessor, WordTrie
-from .prompt import PromptFormat, check_labels, token_ids
+from .prompt import PromptFormat, check_labels, newline_id, token_ids
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "image_lm.json"
@@ -207,9 +207,11 @@ class ImageLM:
         prompt = token_ids(self.llm_tokenizer, self.prompt.draw_prompt(label))
         n_words = self.image_tokenizer.tokens_per_image
         eos = self.llm_tokenizer.eos_token_id
-        processor = CodebookWordsProcessor(self.trie, n_words, len(prompt), eos)
+        newline = newline_id(self.llm_tokenizer) if self.prompt.words_per_line else None
+        processor = CodebookWordsProcessor(self.trie, n_words, len(prompt), eos,
+                                           words_per_line=self.prompt.words_per_line, newline_id=newline)
         config = GenerationConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=1.0,
-                                  max_new_tokens=self.trie.max_tokens(n_words), eos_token_id=eos,
+                                  max_new_tokens=processor.max_new_tokens(), eos_token_id=eos,
                                   pad_token_id=self.llm_tokenizer.pad_token_id or eos)
         base = self._base()
         inputs = torch.tensor([prompt] * n, device=next(base.parameters()).device)
@@ -221,9 +223,12 @@ class ImageLM:
         for generated in out[:, len(prompt):].tolist():
             if eos in generated:
                 generated = generated[: generated.index(eos)]
-            words = self.trie.split_words(generated)
+            words = self.trie.split_words([t for t in generated if t != newline])  # rows' breaks carry no word
             if len(words) != n_words:
                 raise RuntimeError(f"generation wrote {len(words)} words, expected {n_words} (a constraint bug)")
+            if generated != self.prompt.draw_answer_ids(self.llm_tokenizer, " ".join(words)):
+                raise RuntimeError("the drawing's tokens differ from the layout the LM is trained on "
+                                   "(PromptFormat.draw_answer_ids): a constraint bug")
             rows.append([self.word_ids[w] for w in words])
         return torch.tensor(rows, dtype=torch.long)
 

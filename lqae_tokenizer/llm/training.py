@@ -32,7 +32,8 @@ class AdapterTrainingConfig:
 
     ``max_images`` takes the first N images after a seeded shuffle, so smaller runs use subsets of
     larger ones (a learning curve). ``labels`` fixes the label order (default: ``label_names``'
-    values in order, else the sorted raw labels).
+    values in order, else the sorted raw labels). ``words_per_line`` lays each image's words out as
+    grid rows of that many words (0: one line; see :class:`~lqae_tokenizer.llm.prompt.PromptFormat`).
     """
 
     data: list[str]
@@ -41,6 +42,7 @@ class AdapterTrainingConfig:
     language_model: str = SMOLLM2
     label_names: dict[str, str] | None = None
     tasks: tuple[str, ...] = ("read", "draw")
+    words_per_line: int = 0
     max_images: int | None = None
     epochs: float = 1.0
     batch_size: int = 8
@@ -63,6 +65,7 @@ class AdapterTrainingConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        PromptFormat(words_per_line=self.words_per_line)  # ValueError for a bad layout, before anything loads
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {self.max_images}")
 
@@ -127,7 +130,7 @@ def train_adapter(config: AdapterTrainingConfig) -> Path:
     image_tokenizer = load_image_tokenizer(config.image_tokenizer)
     torch.manual_seed(config.seed)  # the LoRA initialisation
     base, llm_tokenizer = load_causal_lm(config.language_model)
-    fmt = PromptFormat()
+    fmt = PromptFormat(words_per_line=config.words_per_line)
     examples = build_examples(items, llm_tokenizer, config.tasks, fmt)
     model = _lora_model(base, config)
     trainer = Trainer(model=model, args=_training_arguments(config, output),
