@@ -9,6 +9,7 @@ drawing (classified by an independent pixel classifier, diversity, a picture gri
     python experiments/llm_study.py probes  --work W --images 2000 --arm vqvae   # another tokenizer's words
     python experiments/llm_study.py read    --work W --model RUN/final --name read-2000 [--set final]
     python experiments/llm_study.py draw    --work W --model RUN/final --per-class 20 --grid docs/llm_drawings.png
+    python experiments/llm_study.py drawscore --work W --model RUN/final --name X --set dev --images 200
 
 Splits (Fashion-MNIST's test split, by index; never used to train anything): dev = 6,000-6,999 (used
 to choose the training recipe), final = 8,000-8,999 (used for nothing but the reported numbers).
@@ -311,10 +312,59 @@ def cmd_draw(args) -> None:
         image_grid(rows_for_grid, scale=2).save(args.grid)
 
 
+@torch.inference_mode()
+def draw_losses(model, llm_tokenizer, fmt, labels: list[str], text: str) -> torch.Tensor:
+    """``float32 [C]``: the mean per-token loss of ``text``'s drawing tokens (and end of sequence) after
+    each label's draw prompt, all labels in one right-padded batch."""
+    from lqae_tokenizer.llm.prompt import token_ids
+
+    prompts = [token_ids(llm_tokenizer, fmt.draw_prompt(label)) for label in labels]
+    answer = fmt.draw_answer_ids(llm_tokenizer, text) + [llm_tokenizer.eos_token_id]
+    longest = max(len(p) for p in prompts) + len(answer)
+    ids = torch.full((len(prompts), longest), llm_tokenizer.eos_token_id)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):  # right-padded: positions count from 0 in every row
+        ids[row, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
+        mask[row, : len(prompt) + len(answer)] = 1
+    logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+    target = torch.tensor(answer)[:, None]
+    return torch.stack([-logp[row, len(p) - 1 : len(p) - 1 + len(answer)].gather(1, target).mean()
+                        for row, p in enumerate(prompts)])
+
+
+@torch.inference_mode()
+def cmd_drawscore(args) -> None:
+    """What the drawing head knows, without sampling: each image's words scored after every label's draw
+    prompt (teacher forcing). Reports the share of images whose own label gives their words the highest
+    likelihood (a generative classifier; chance 0.10) and the mean per-token loss under the true label
+    and under the others: if the two losses are close, the LM writes words that ignore the label."""
+    from lqae_tokenizer.llm import ImageLM
+    from lqae_tokenizer.llm.evaluate import binomial_ci95
+
+    lm = ImageLM.from_pretrained(args.model)
+    tok, base = lm.llm_tokenizer, lm._base()
+    items = read_labelled_text([args.work / f"{args.set}.jsonl"], NAMES)[: args.images]
+    correct, true_loss, other_loss, start = 0, [], [], time.time()
+    for item in items:
+        nll = draw_losses(base, tok, lm.prompt, lm.labels, item.text)
+        k = lm.labels.index(item.label)
+        correct += int(nll.argmin()) == k
+        true_loss.append(float(nll[k]))
+        other_loss.append(float(torch.cat([nll[:k], nll[k + 1:]]).mean()))
+    n = len(items)
+    result = {"model": str(args.model), "set": args.set, "images": n, "accuracy": correct / n,
+              "ci95": binomial_ci95(correct, n), "loss_true_label": sum(true_loss) / n,
+              "loss_other_labels": sum(other_loss) / n, "seconds": time.time() - start}
+    (args.work / "results" / f"drawscore-{args.name}-{args.set}.json").write_text(json.dumps(result, indent=1))
+    print(f"{args.name} {args.set}: its own label likeliest for {result['accuracy']:.3f} +- {result['ci95']:.3f} "
+          f"of {n} images; per-token loss {result['loss_true_label']:.3f} (true label) vs "
+          f"{result['loss_other_labels']:.3f} (other labels)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("splits", "shuffle", "texts", "rename", "probes", "read", "draw"):
+    for name in ("splits", "shuffle", "texts", "rename", "probes", "read", "draw", "drawscore"):
         p = sub.add_parser(name)
         p.add_argument("--work", type=Path, required=True)
         if name == "splits":
@@ -334,9 +384,12 @@ def main() -> None:
         if name == "probes":
             p.add_argument("--images", type=int, nargs="+", default=[2000])
             p.add_argument("--arm", help="probe the words of W/ARM (written by the texts command) instead")
-        if name in ("read", "draw"):
+        if name in ("read", "draw", "drawscore"):
             p.add_argument("--model", required=True)
             p.add_argument("--name", required=True)
+        if name == "drawscore":
+            p.add_argument("--set", choices=sorted(SPLITS), default="dev")
+            p.add_argument("--images", type=int, default=200, help="the first N images of the set")
         if name == "read":
             p.add_argument("--set", choices=sorted(SPLITS), default="final")
             p.add_argument("--data", type=Path, help="another tokenizer's text of the set (texts command)")

@@ -66,3 +66,25 @@ def test_one_token_words_are_distinct_single_llm_tokens():
     assert "antidisestablishmentarianism" not in words.values()  # several tokens: never chosen
     with pytest.raises(SystemExit, match="8 distinct ids but only"):
         llm_study.one_token_words(list(range(8)), candidates, roberta_tokenizer)
+
+
+def test_draw_losses_batch_equals_each_label_scored_alone(tmp_path):
+    """drawscore's batched, right-padded losses against a plain per-label loop (unpadded, one row)."""
+    from conftest import make_random_lm
+
+    from lqae_tokenizer.evaluation import load_causal_lm
+    from lqae_tokenizer.llm import PromptFormat
+
+    model, tok = load_causal_lm(str(make_random_lm(tmp_path, "llama")))
+    labels = ["coat", "ankle boot", "T-shirt"]  # prompts of different lengths, so rows are padded
+    text = "dye florence a dyed dye tree"
+    for fmt in (PromptFormat(), PromptFormat(words_per_line=4)):
+        fast = llm_study.draw_losses(model, tok, fmt, labels, text)
+        expected = []
+        for label in labels:
+            prompt = tok(fmt.draw_prompt(label), add_special_tokens=False)["input_ids"]
+            answer = fmt.draw_answer_ids(tok, text) + [tok.eos_token_id]
+            with torch.no_grad():
+                logits = model(torch.tensor([prompt + answer])).logits[0]
+            expected.append(torch.nn.functional.cross_entropy(logits[len(prompt) - 1:-1], torch.tensor(answer)))
+        torch.testing.assert_close(fast, torch.stack(expected), rtol=1e-4, atol=1e-4)
