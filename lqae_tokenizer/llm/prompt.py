@@ -51,7 +51,7 @@ class PromptFormat:
         return [" ".join(split[i:i + width]) for i in range(0, len(split), width)]
 
     def image_text(self, words: str) -> str:
-        """The words as the LM sees them: ``"w1 ... wN"``, or W per line joined by ``"\n "``."""
+        """The words as the LM sees them: ``"w1 ... wN"``, or W per line joined by ``"\\n "``."""
         return "\n ".join(self.lines(words))
 
     def read_prompt(self, words: str) -> str:
@@ -109,7 +109,7 @@ def token_ids(llm_tokenizer: Any, text: str) -> list[int]:
 
 
 def newline_id(llm_tokenizer: Any) -> int:
-    """The LM's one token for ``"\n"`` (``ValueError`` if its tokenizer splits a line break otherwise)."""
+    """The LM's one token for ``"\\n"`` (``ValueError`` if its tokenizer splits a line break otherwise)."""
     ids = token_ids(llm_tokenizer, "\n")
     if len(ids) != 1:
         raise ValueError(f"the LM tokenizes a line break as {ids}, not one token; use words_per_line=0")
