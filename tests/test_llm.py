@@ -227,6 +227,55 @@ def test_a_word_outside_the_codebook_is_never_written(causal_lm_dir, fashion_tok
     assert set(ids.flatten().tolist()) <= set(fashion_tokenizer.codebook_ids.tolist())
 
 
+
+def test_label_guidance_equals_the_formula_on_full_passes_of_every_label(causal_lm_dir):
+    """The cached, left-padded batch of the other labels gives, at every step, u + s * (c - u) with each
+    label's log-probs from one full uncached pass of its prompt + the generated tokens (an oracle)."""
+    from lqae_tokenizer.evaluation import load_causal_lm
+    from lqae_tokenizer.llm.guidance import LabelGuidanceProcessor
+    from lqae_tokenizer.llm.prompt import token_ids
+
+    model, llm_tok = load_causal_lm(str(causal_lm_dir))
+    fmt, labels, scale = PromptFormat(), ["bag", "ankle boot", "T-shirt"], 2.5
+    prompts = [token_ids(llm_tok, fmt.draw_prompt(label)) for label in labels]
+    assert len({len(p) for p in prompts}) > 1  # the padding is exercised
+    own, others = prompts[0], prompts[1:]
+    processor = LabelGuidanceProcessor(model, others, len(own), scale, pad_token_id=llm_tok.eos_token_id)
+    generated = torch.randint(100, 5000, (2, 6), generator=torch.Generator().manual_seed(0))
+
+    def log_probs(prompt, tokens):
+        with torch.no_grad():
+            return model(torch.tensor([prompt + tokens])).logits[0, -1].double().log_softmax(-1)
+
+    for step in range(generated.shape[1] + 1):
+        input_ids = torch.cat([torch.tensor([own] * 2), generated[:, :step]], dim=1)
+        with torch.no_grad():
+            scores = model(input_ids).logits[:, -1]
+        guided = processor(input_ids, scores.clone())
+        for row in range(2):
+            every = torch.stack([log_probs(p, generated[row, :step].tolist()) for p in prompts])
+            marginal = every.logsumexp(0) - torch.log(torch.tensor(3.0, dtype=torch.float64))
+            expected = marginal + scale * (every[0] - marginal)
+            # guided is a shifted log-softmax: compare after normalising both
+            torch.testing.assert_close(guided[row].double().log_softmax(-1), expected.log_softmax(-1),
+                                       atol=2e-4, rtol=0)
+    assert torch.equal(LabelGuidanceProcessor(model, others, len(own), 1.0)(input_ids, scores), scores)
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="guidance scale"):
+            LabelGuidanceProcessor(model, others, len(own), bad)
+
+
+@pytest.mark.slow
+def test_guided_drawings_decode_and_are_seeded(image_lm):
+    codebook = set(image_lm.image_tokenizer.codebook_ids.tolist())
+    ids = image_lm.draw_ids("coat", 3, seed=4, guidance=3.0)
+    assert ids.shape == (3, 64) and set(ids.flatten().tolist()) <= codebook
+    assert torch.equal(ids, image_lm.draw_ids("coat", 3, seed=4, guidance=3.0))
+    # The random LM barely tells its labels apart: only a large scale moves its samples.
+    assert not torch.equal(image_lm.draw_ids("coat", 3, seed=4, guidance=1000.0), image_lm.draw_ids("coat", 3, seed=4))
+    with pytest.raises(ValueError, match="guidance scale"):
+        image_lm.draw("coat", guidance=0.0)
+
 # -- data and loss ---------------------------------------------------------------------------------
 def test_records_take_labels_from_folders_and_refuse_unknown_names(tmp_path):
     data = tmp_path / "x.jsonl"
@@ -294,6 +343,8 @@ def test_not_an_image_lm_folder(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_training_run_with_trainer_and_resume(tmp_path, causal_lm_dir, fashion_tokenizer):
+    from dataclasses import asdict
+
     from lqae_tokenizer.llm.training import AdapterTrainingConfig, train_adapter
 
     records = fashion_records(2)[:8]  # 4 classes x 2 images
@@ -316,6 +367,12 @@ def test_tiny_training_run_with_trainer_and_resume(tmp_path, causal_lm_dir, fash
     config.epochs, config.resume = 2, True
     resumed = ImageLM.from_pretrained(train_adapter(config))
     assert resumed.training["optimizer_steps"] == 8
+    # Resuming with another layout or task list would train the checkpoint on other examples: refused, named.
+    for changed in ({"words_per_line": 0}, {"tasks": ("read",)}):
+        other = AdapterTrainingConfig(**{**asdict(config), "epochs": 3, **changed})
+        with pytest.raises(ValueError, match=f"settings differ: {next(iter(changed))}"):
+            train_adapter(other)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["checkpoint-6", "checkpoint-8"]
 
 
 @pytest.mark.slow

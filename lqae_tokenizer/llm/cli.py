@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--n", type=int, default=1, help="how many drawings (side by side in one PNG)")
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--temperature", type=float, default=1.0)
+    draw.add_argument("--guidance", type=float, default=1.0,
+                      help="label guidance scale: 1 none, >1 pulls towards --label (costs one LM pass per label)")
     draw.add_argument("--scale", type=int, default=4, help="enlarge each drawing this many times")
     draw.add_argument("--output", required=True, type=Path, help="PNG file to write")
     return parser
@@ -112,13 +114,17 @@ def _check_output(path: Path | None, flag: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .training import train_adapter
+    from .training import TrainingSetupError, train_adapter
 
     try:
         config = _training_config(args)
     except ValueError as err:  # a bad setting, said before anything loads
         raise UsageError(str(err)) from None
-    print(f"{PROG}: ImageLM written to {train_adapter(config)}")
+    try:
+        final = train_adapter(config)
+    except TrainingSetupError as err:  # unusable data or a --resume with other settings, before the LM loads
+        raise UsageError(str(err)) from None
+    print(f"{PROG}: ImageLM written to {final}")
     return 0
 
 
@@ -173,11 +179,14 @@ def _draw(args: argparse.Namespace) -> int:
         raise UsageError(f"--output must be a .png file, got {args.output}")
     if args.n < 1 or args.scale < 1:
         raise UsageError("--n and --scale must be at least 1")
+    if not 1.0 <= args.guidance < float("inf"):
+        raise UsageError(f"--guidance must be a number >= 1 (1: no guidance), got {args.guidance}")
     _check_output(args.output, "--output")
     image_lm = ImageLM.from_pretrained(args.model)
     if args.label not in image_lm.labels:
         raise UsageError(f"unknown --label {args.label!r}; this model draws {image_lm.labels}")
-    drawings = image_lm.draw(args.label, args.n, seed=args.seed, temperature=args.temperature)
+    drawings = image_lm.draw(args.label, args.n, seed=args.seed, temperature=args.temperature,
+                             guidance=args.guidance)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     image_row(drawings, scale=args.scale).save(args.output)
     print(f"{PROG}: {args.n} drawing(s) of {args.label!r} written to {args.output}")

@@ -33,6 +33,7 @@ from ..bundled import BUNDLED_DIR
 from ..checkpoint import CheckpointError, atomic_write_bytes, default_mode
 from ..tokenizer import ImageTokenizer
 from .constrained import CodebookWordsProcessor, WordTrie
+from .guidance import LabelGuidanceProcessor
 from .prompt import PromptFormat, check_labels, newline_id, token_ids
 
 FORMAT_VERSION = 1
@@ -196,7 +197,7 @@ class ImageLM:
 
     @torch.inference_mode()
     def draw_ids(self, label: str, n: int = 1, *, seed: int = 0, temperature: float = 1.0,
-                 top_k: int = 0) -> torch.Tensor:
+                 top_k: int = 0, guidance: float = 1.0) -> torch.Tensor:
         """``LongTensor[n, tokens_per_image]``: image ids the LM writes for ``label`` (see :meth:`draw`)."""
         from transformers import GenerationConfig
 
@@ -210,6 +211,12 @@ class ImageLM:
         newline = newline_id(self.llm_tokenizer) if self.prompt.words_per_line else None
         processor = CodebookWordsProcessor(self.trie, n_words, len(prompt), eos,
                                            words_per_line=self.prompt.words_per_line, newline_id=newline)
+        processors = [processor]
+        if guidance != 1.0:  # before the constraint: it rescales every score, the constraint then masks
+            others = [token_ids(self.llm_tokenizer, self.prompt.draw_prompt(other))
+                      for other in self.labels if other != label]
+            processors.insert(0, LabelGuidanceProcessor(self._base(), others, len(prompt), guidance,
+                                                                pad_token_id=eos))
         config = GenerationConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=1.0,
                                   max_new_tokens=processor.max_new_tokens(), eos_token_id=eos,
                                   pad_token_id=self.llm_tokenizer.pad_token_id or eos)
@@ -218,7 +225,7 @@ class ImageLM:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             out = base.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
-                                logits_processor=[processor])
+                                logits_processor=processors)
         rows = []
         for generated in out[:, len(prompt):].tolist():
             if eos in generated:
@@ -232,14 +239,17 @@ class ImageLM:
             rows.append([self.word_ids[w] for w in words])
         return torch.tensor(rows, dtype=torch.long)
 
-    def draw(self, label: str, n: int = 1, *, seed: int = 0, temperature: float = 1.0, top_k: int = 0) -> list:
+    def draw(self, label: str, n: int = 1, *, seed: int = 0, temperature: float = 1.0, top_k: int = 0,
+             guidance: float = 1.0) -> list:
         """``n`` images of class ``label`` as ``PIL.Image``: the LM writes ``tokens_per_image`` codebook
         words after the draw prompt (constrained: :mod:`~lqae_tokenizer.llm.constrained`, so every
         drawing decodes) and the image tokenizer decodes them. Sampling is seeded: the same call on the
         same machine gives the same pictures. ``temperature`` scales the LM's scores; ``top_k`` > 0 keeps
-        only the k likeliest allowed tokens (0: all)."""
+        only the k likeliest allowed tokens (0: all). ``guidance`` > 1 pulls the drawing towards ``label``
+        and away from the other labels (:mod:`~lqae_tokenizer.llm.guidance`; costs one forward pass per
+        label per token instead of one)."""
         return self.image_tokenizer.batch_decode(self.draw_ids(label, n, seed=seed, temperature=temperature,
-                                                               top_k=top_k))
+                                                               top_k=top_k, guidance=guidance))
 
     def _base(self) -> Any:
         """The causal LM with the adapter's layers in place (a peft model's base model, or the model)."""

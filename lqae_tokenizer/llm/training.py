@@ -8,6 +8,7 @@ writes the finished :class:`ImageLM` to ``output/final``. ``lqae-llm train`` is 
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..checkpoint import atomic_write_bytes
 from ..evaluation.causal_lm import SMOLLM2
 from .data import PadCollator, build_examples, per_example_loss, read_labelled_text
 from .image_lm import ImageLM, load_image_tokenizer, require_llm_packages
@@ -24,6 +26,16 @@ from .prompt import PromptFormat
 FINAL_DIR = "final"
 PRECISIONS = ("auto", "bf16", "fp32")
 CHECKPOINTS_DIR = "checkpoints"
+RUN_SETTINGS = "run_settings.json"
+# What the examples and the adapter's shape are made of: a resumed run must keep them (epochs, save
+# steps, the progress bar and the like may change).
+FIXED_ON_RESUME = ("image_tokenizer", "language_model", "label_names", "tasks", "words_per_line", "max_images",
+                   "seed", "lora_rank", "lora_alpha", "lora_dropout", "target_modules")
+
+
+class TrainingSetupError(ValueError):
+    """The data or the run folder cannot be used (said before the LM loads; ``lqae-llm`` prints it as a
+    usage error)."""
 
 
 @dataclass
@@ -114,7 +126,9 @@ def _training_arguments(config: AdapterTrainingConfig, output: Path) -> Any:
 def train_adapter(config: AdapterTrainingConfig) -> Path:
     """Train, then write the :class:`ImageLM` to ``output_dir/final``; returns that folder.
 
-    Raises ``ValueError`` for unusable data (unknown labels, fewer than two classes) before the LM loads.
+    Raises :class:`TrainingSetupError` (a ``ValueError``) before the LM loads for data with fewer than two
+    classes or a ``resume`` whose settings of :data:`FIXED_ON_RESUME` differ from the run's; a
+    ``ValueError`` for unknown labels.
     """
     require_llm_packages()
     from datasets import Dataset
@@ -123,10 +137,12 @@ def train_adapter(config: AdapterTrainingConfig) -> Path:
     from ..evaluation.causal_lm import load_causal_lm
 
     output = Path(config.output_dir)
+    resume = config.resume and any((output / CHECKPOINTS_DIR).glob("checkpoint-*"))
+    check_run_settings(output, config, resume)
     items = select_images(read_labelled_text(config.data, config.label_names), config.max_images, config.seed)
     labels = list(dict.fromkeys(config.label_names.values())) if config.label_names else sorted({i.label for i in items})
     if len(labels) < 2:
-        raise ValueError(f"the training data has {len(labels)} label(s) ({labels}); an ImageLM needs at least two")
+        raise TrainingSetupError(f"the training data has {len(labels)} label(s) ({labels}); an ImageLM needs at least two")
     image_tokenizer = load_image_tokenizer(config.image_tokenizer)
     torch.manual_seed(config.seed)  # the LoRA initialisation
     base, llm_tokenizer = load_causal_lm(config.language_model)
@@ -138,7 +154,6 @@ def train_adapter(config: AdapterTrainingConfig) -> Path:
                       data_collator=PadCollator(llm_tokenizer.pad_token_id or llm_tokenizer.eos_token_id),
                       compute_loss_func=per_example_loss)
     start = time.time()
-    resume = config.resume and any((output / CHECKPOINTS_DIR).glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.time() - start
     final = output / FINAL_DIR
@@ -149,6 +164,23 @@ def train_adapter(config: AdapterTrainingConfig) -> Path:
                            image_tokenizer_name=config.image_tokenizer, training=facts)
         image_lm.save_pretrained(final)
     return final
+
+
+def check_run_settings(output: Path, config: AdapterTrainingConfig, resume: bool) -> None:
+    """Record the settings of :data:`FIXED_ON_RESUME` in ``output/run_settings.json`` for a new run; on
+    ``resume``, ``ValueError`` naming each one that differs from the recorded run (its checkpoints would
+    otherwise go on training on other examples, silently)."""
+    settings = json.loads(json.dumps({k: getattr(config, k) for k in FIXED_ON_RESUME}))  # tuples as lists
+    path = output / RUN_SETTINGS
+    if resume and path.is_file():
+        recorded = json.loads(path.read_text())
+        changed = [f"{k}: {recorded.get(k)!r} in the run, {v!r} now" for k, v in settings.items() if recorded.get(k) != v]
+        if changed:
+            raise TrainingSetupError(f"--resume continues the run in {output}, whose settings differ: {'; '.join(changed)}. "
+                             "Use the run's settings, or a new --output folder to start another run")
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(settings, indent=1) + "\n").encode())
 
 
 def _training_facts(config: AdapterTrainingConfig, items: Sequence[Any], examples: Sequence[dict], result: Any,
