@@ -389,6 +389,18 @@ def test_cli_help_and_usage_errors(tmp_path):
     assert out.returncode == 2 and "RAW=NAME" in out.stderr and "Traceback" not in out.stderr
     out = run("train", "--data", "x.jsonl", "--output", "o", "--words-per-line", "-1")
     assert out.returncode == 2 and "words_per_line must be" in out.stderr and "Traceback" not in out.stderr
+    out = run("draw", "--model", str(tmp_path), "--label", "coat", "--output", str(tmp_path / "x.png"), "--guidance", "0.5")
+    assert out.returncode == 2 and "--guidance must be" in out.stderr and "Traceback" not in out.stderr
+    # --resume on a run recorded with another layout: a usage error before anything loads or is written.
+    from lqae_tokenizer.llm.training import AdapterTrainingConfig, check_run_settings
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    check_run_settings(run_dir, AdapterTrainingConfig(data=["x"], output_dir=str(run_dir), words_per_line=8), False)
+    recorded = (run_dir / "run_settings.json").read_text()
+    out = run("train", "--data", "x.jsonl", "--output", str(run_dir), "--resume")
+    assert out.returncode == 2 and "words_per_line: 8 in the run, 0 now" in out.stderr and "Traceback" not in out.stderr
+    assert (run_dir / "run_settings.json").read_text() == recorded
 
 
 def test_batched_scoring_equals_one_full_pass_per_label(causal_lm_dir):
