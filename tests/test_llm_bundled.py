@@ -66,3 +66,25 @@ def test_bundled_image_lm_reads_and_draws_offline():
     allowed = set(lm.image_tokenizer.codebook_ids.tolist())
     assert ids.shape == (2, 64) and set(ids.flatten().tolist()) <= allowed
     assert torch.equal(ids, lm.draw_ids("trouser", 2, seed=0))  # seeded: the same call, the same drawings
+
+
+def test_the_recipe_reproduces_the_bundled_adapters_training_settings():
+    """recipes/train_llm.sh is the documented way to rebuild the bundled adapter: its `lqae-llm train`
+    line, parsed by the real command line, must give the settings the bundled folder records."""
+    import shlex
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from lqae_tokenizer.llm.cli import _training_config, build_parser
+
+    recipe = (Path(__file__).resolve().parent.parent / "recipes" / "train_llm.sh").read_text()
+    command = re.search(r"^lqae-llm train (.*?[^\\])$", recipe.replace("\\\n", " "), re.M | re.S).group(1)
+    argv = ["train", *shlex.split(command.replace('"$WORK', '"work').replace('"$LABELS"', "recipes/configs/fashion-mnist-labels.json"))]
+    settings = asdict(_training_config(build_parser().parse_args(argv)))
+    recorded = json.loads((FOLDER / CONFIG_NAME).read_text())["training"]
+    recorded.setdefault("words_per_line", 0)  # folders written before the layout existed are one line
+    compared = [k for k in settings if k in recorded and k not in ("data", "progress_bar")]
+    assert {"max_images", "tasks", "epochs", "words_per_line", "seed", "lora_rank"} <= set(compared)
+    mismatched = {k: (settings[k], recorded[k]) for k in compared
+                  if json.loads(json.dumps(settings[k])) != recorded[k]}
+    assert not mismatched, f"recipe vs bundled adapter: {mismatched}"
