@@ -192,8 +192,8 @@ def score_queries_batched(model: Any, tokenizer: Any, queries: Sequence[str], ca
             tail = torch.tensor(rows, device=device)  # [B*C, L-1]
             tail_mask = torch.cat([mask.repeat_interleave(n_cand, 0), torch.ones_like(tail)], dim=1)
             tail_pos = positions[:, -1:].repeat_interleave(n_cand, 0) + 1 + torch.arange(longest - 1, device=device)
-            logprobs = model(tail, attention_mask=tail_mask, position_ids=tail_pos,
-                             past_key_values=cache).logits.float().log_softmax(-1)  # [B*C, L-1, V]
+            logprobs = _forward_cached(model, tail, cache, attention_mask=tail_mask,
+                                       position_ids=tail_pos)[0].float().log_softmax(-1)  # [B*C, L-1, V]
             for b in range(len(chunk)):
                 for k, c in enumerate(conts[b]):
                     row = b * n_cand + k
