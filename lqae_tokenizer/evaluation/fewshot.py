@@ -186,7 +186,7 @@ def score_queries_batched(model: Any, tokenizer: Any, queries: Sequence[str], ca
         longest = max(len(c) for row in conts for c in row)
         if longest > 1:
             n_cand = len(candidates)
-            cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
             cache.batch_repeat_interleave(n_cand)
             rows = [c[:-1] + [pad] * (longest - len(c)) for row in conts for c in row]  # right-padded
             tail = torch.tensor(rows, device=device)  # [B*C, L-1]
