@@ -215,8 +215,8 @@ class ImageLM:
         if guidance != 1.0:  # before the constraint: it rescales every score, the constraint then masks
             others = [token_ids(self.llm_tokenizer, self.prompt.draw_prompt(other))
                       for other in self.labels if other != label]
-            processors.insert(0, LabelGuidanceProcessor(self._base(), others, len(prompt), guidance,
-                                                                pad_token_id=eos))
+            guide = LabelGuidanceProcessor(self._base(), others, len(prompt), guidance, pad_token_id=eos)
+            processors.insert(0, guide)
         config = GenerationConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=1.0,
                                   max_new_tokens=processor.max_new_tokens(), eos_token_id=eos,
                                   pad_token_id=self.llm_tokenizer.pad_token_id or eos)
@@ -246,8 +246,8 @@ class ImageLM:
         drawing decodes) and the image tokenizer decodes them. Sampling is seeded: the same call on the
         same machine gives the same pictures. ``temperature`` scales the LM's scores; ``top_k`` > 0 keeps
         only the k likeliest allowed tokens (0: all). ``guidance`` > 1 pulls the drawing towards ``label``
-        and away from the other labels (:mod:`~lqae_tokenizer.llm.guidance`; costs one forward pass per
-        label per token instead of one)."""
+        and away from the other labels (:mod:`~lqae_tokenizer.llm.guidance`; costs a second forward pass
+        per token, over a batch holding ``n`` rows for every other label)."""
         return self.image_tokenizer.batch_decode(self.draw_ids(label, n, seed=seed, temperature=temperature,
                                                                top_k=top_k, guidance=guidance))
 
