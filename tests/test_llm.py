@@ -341,6 +341,17 @@ def test_not_an_image_lm_folder(tmp_path):
         ImageLM.from_pretrained(tmp_path)
 
 
+
+def test_training_data_of_one_class_is_refused_and_leaves_the_output_empty(tmp_path):
+    from lqae_tokenizer.llm.training import AdapterTrainingConfig, TrainingSetupError, train_adapter
+
+    data = tmp_path / "one-class.jsonl"
+    data.write_text("".join(json.dumps({"path": f"x/coat/{i}.png", "text": "dye " * 64}) + "\n" for i in range(3)))
+    config = AdapterTrainingConfig(data=[str(data)], output_dir=str(tmp_path / "run"), progress_bar=False)
+    with pytest.raises(TrainingSetupError, match="needs at least two"):
+        train_adapter(config)
+    assert not (tmp_path / "run").exists()
+
 @pytest.mark.slow
 def test_tiny_training_run_with_trainer_and_resume(tmp_path, causal_lm_dir, fashion_tokenizer):
     from dataclasses import asdict
@@ -392,12 +403,12 @@ def test_cli_help_and_usage_errors(tmp_path):
     out = run("draw", "--model", str(tmp_path), "--label", "coat", "--output", str(tmp_path / "x.png"), "--guidance", "0.5")
     assert out.returncode == 2 and "--guidance must be" in out.stderr and "Traceback" not in out.stderr
     # --resume on a run recorded with another layout: a usage error before anything loads or is written.
-    from lqae_tokenizer.llm.training import AdapterTrainingConfig, check_run_settings
+    from lqae_tokenizer.llm.training import AdapterTrainingConfig, run_settings
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
-    check_run_settings(run_dir, AdapterTrainingConfig(data=["x"], output_dir=str(run_dir), words_per_line=8), False)
-    recorded = (run_dir / "run_settings.json").read_text()
+    recorded = json.dumps(run_settings(AdapterTrainingConfig(data=["x"], output_dir=str(run_dir), words_per_line=8)))
+    (run_dir / "run_settings.json").write_text(recorded)
     out = run("train", "--data", "x.jsonl", "--output", str(run_dir), "--resume")
     assert out.returncode == 2 and "words_per_line: 8 in the run, 0 now" in out.stderr and "Traceback" not in out.stderr
     assert (run_dir / "run_settings.json").read_text() == recorded

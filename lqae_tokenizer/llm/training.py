@@ -138,11 +138,16 @@ def train_adapter(config: AdapterTrainingConfig) -> Path:
 
     output = Path(config.output_dir)
     resume = config.resume and any((output / CHECKPOINTS_DIR).glob("checkpoint-*"))
-    check_run_settings(output, config, resume)
+    settings = run_settings(config)
+    if resume:
+        check_run_settings(output, settings)
     items = select_images(read_labelled_text(config.data, config.label_names), config.max_images, config.seed)
     labels = list(dict.fromkeys(config.label_names.values())) if config.label_names else sorted({i.label for i in items})
     if len(labels) < 2:
         raise TrainingSetupError(f"the training data has {len(labels)} label(s) ({labels}); an ImageLM needs at least two")
+    if not resume:  # recorded once the data is known to be usable, so a refused run leaves nothing behind
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(output / RUN_SETTINGS, (json.dumps(settings, indent=1) + "\n").encode())
     image_tokenizer = load_image_tokenizer(config.image_tokenizer)
     torch.manual_seed(config.seed)  # the LoRA initialisation
     base, llm_tokenizer = load_causal_lm(config.language_model)
@@ -166,21 +171,23 @@ def train_adapter(config: AdapterTrainingConfig) -> Path:
     return final
 
 
-def check_run_settings(output: Path, config: AdapterTrainingConfig, resume: bool) -> None:
-    """Record the settings of :data:`FIXED_ON_RESUME` in ``output/run_settings.json`` for a new run; on
-    ``resume``, ``ValueError`` naming each one that differs from the recorded run (its checkpoints would
-    otherwise go on training on other examples, silently)."""
-    settings = json.loads(json.dumps({k: getattr(config, k) for k in FIXED_ON_RESUME}))  # tuples as lists
+def run_settings(config: AdapterTrainingConfig) -> dict[str, Any]:
+    """The settings of :data:`FIXED_ON_RESUME` as JSON values (tuples as lists), as ``run_settings.json`` holds them."""
+    return json.loads(json.dumps({k: getattr(config, k) for k in FIXED_ON_RESUME}))
+
+
+def check_run_settings(output: Path, settings: dict[str, Any]) -> None:
+    """``TrainingSetupError`` naming each setting that differs from ``output/run_settings.json`` (written
+    when the run started; a resumed checkpoint would otherwise go on training on other examples,
+    silently). Runs older than the file are not checked."""
     path = output / RUN_SETTINGS
-    if resume and path.is_file():
-        recorded = json.loads(path.read_text())
-        changed = [f"{k}: {recorded.get(k)!r} in the run, {v!r} now" for k, v in settings.items() if recorded.get(k) != v]
-        if changed:
-            raise TrainingSetupError(f"--resume continues the run in {output}, whose settings differ: {'; '.join(changed)}. "
-                             "Use the run's settings, or a new --output folder to start another run")
+    if not path.is_file():
         return
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(settings, indent=1) + "\n").encode())
+    recorded = json.loads(path.read_text())
+    changed = [f"{k}: {recorded.get(k)!r} in the run, {v!r} now" for k, v in settings.items() if recorded.get(k) != v]
+    if changed:
+        raise TrainingSetupError(f"--resume continues the run in {output}, whose settings differ: {'; '.join(changed)}. "
+                                 "Use the run's settings, or a new --output folder to start another run")
 
 
 def _training_facts(config: AdapterTrainingConfig, items: Sequence[Any], examples: Sequence[dict], result: Any,
