@@ -281,7 +281,7 @@ def cmd_draw(args) -> None:
     for k, label in enumerate(lm.labels):
         start = time.time()
         ids = lm.draw_ids(label, args.per_class, seed=args.seed + k, temperature=args.temperature,
-                          guidance=args.guidance)
+                          guidance=args.guidance, candidates=args.candidates)
         draw_seconds += time.time() - start
         # Checked, not assumed: the right length and every id a codebook word (what decode requires).
         decodable += sum(len(row) == tok.tokens_per_image and set(row) <= allowed for row in ids.tolist())
@@ -305,7 +305,7 @@ def cmd_draw(args) -> None:
     summary = {"classifier_accuracy_real": clf_accuracy, "classifier_accuracy_reconstructions": recon_accuracy,
                "classified_as_requested": sum(v["classified_as_requested"] for v in per_class.values()) / len(per_class),
                "drawings": total, "decodable": decodable, "drawings_per_second": total / draw_seconds,
-               "temperature": args.temperature, "guidance": args.guidance, "seed": args.seed,
+               "temperature": args.temperature, "guidance": args.guidance, "candidates": args.candidates, "seed": args.seed,
                "per_class": per_class, "model": str(args.model)}
     (args.work / "results" / f"draw-{args.name}.json").write_text(json.dumps(summary, indent=1))
     print(f"all: {summary['classified_as_requested']:.3f} classified as requested; {decodable} of {total} decodable; "
@@ -400,6 +400,8 @@ def main() -> None:
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--temperature", type=float, default=1.0)
             p.add_argument("--guidance", type=float, default=1.0, help="label guidance scale (1: none)")
+            p.add_argument("--candidates", type=int, default=1,
+                           help="keep the best of this many samples per drawing, by the adapter's own reading")
             p.add_argument("--grid", type=Path)
             p.add_argument("--grid-columns", type=int, default=10)
             p.add_argument("--training-words", type=int, metavar="N",

@@ -276,6 +276,39 @@ def test_guided_drawings_decode_and_are_seeded(image_lm):
     with pytest.raises(ValueError, match="guidance scale"):
         image_lm.draw("coat", guidance=0.0)
 
+@pytest.mark.slow
+def test_reranked_drawings_are_the_candidates_the_lm_reads_as_the_label_most_surely(image_lm):
+    """Oracle: one full uncached pass per (candidate, label), log p(label | read prompt), softmaxed over
+    the labels; each kept drawing must be its group's best candidate under it."""
+    from lqae_tokenizer.llm.prompt import token_ids
+
+    n, k, label = 2, 3, "coat"
+    sampled = image_lm.draw_ids(label, n * k, seed=5)
+    kept = image_lm.draw_ids(label, n, seed=5, candidates=k)
+    assert kept.shape == (n, 64)
+    model, tok = image_lm._base(), image_lm.llm_tokenizer
+    posterior = []
+    for row in sampled:
+        prompt = token_ids(tok, image_lm.prompt.read_prompt(image_lm.image_tokenizer.ids_to_text(row)))
+        scores = []
+        for name in image_lm.labels:
+            answer = token_ids(tok, " " + name)
+            with torch.no_grad():
+                logp = model(torch.tensor([prompt + answer])).logits[0].double().log_softmax(-1)
+            scores.append(sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)))
+        posterior.append(torch.tensor(scores).log_softmax(0)[image_lm.labels.index(label)])
+    posterior = torch.stack(posterior).view(n, k)
+    for group in range(n):
+        chosen = [j for j in range(k) if torch.equal(sampled[group * k + j], kept[group])]
+        assert chosen, "a kept drawing must be one of its own group's candidates"
+        assert float(posterior[group, chosen[0]]) >= float(posterior[group].max()) - 1e-4
+    assert torch.equal(image_lm.draw_ids(label, n * k, seed=5, candidates=1), sampled)  # k = 1: plain samples
+    with pytest.raises(ValueError, match="candidates >= 1"):
+        image_lm.draw(label, candidates=0)
+    with pytest.raises(ValueError, match="groups of 4"):
+        image_lm.rerank(label, sampled, 4)
+
+
 # -- data and loss ---------------------------------------------------------------------------------
 def test_records_take_labels_from_folders_and_refuse_unknown_names(tmp_path):
     data = tmp_path / "x.jsonl"
@@ -402,6 +435,8 @@ def test_cli_help_and_usage_errors(tmp_path):
     assert out.returncode == 2 and "words_per_line must be" in out.stderr and "Traceback" not in out.stderr
     out = run("draw", "--model", str(tmp_path), "--label", "coat", "--output", str(tmp_path / "x.png"), "--guidance", "0.5")
     assert out.returncode == 2 and "--guidance must be" in out.stderr and "Traceback" not in out.stderr
+    out = run("draw", "--model", str(tmp_path), "--label", "coat", "--output", str(tmp_path / "x.png"), "--candidates", "0")
+    assert out.returncode == 2 and "--candidates must be" in out.stderr and "Traceback" not in out.stderr
     # --resume on a run recorded with another layout: a usage error before anything loads or is written.
     from lqae_tokenizer.llm.training import AdapterTrainingConfig, run_settings
 

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--temperature", type=float, default=1.0)
     draw.add_argument("--guidance", type=float, default=1.0,
                       help="label guidance scale: 1 none, >1 pulls towards --label (costs one LM pass per label)")
+    draw.add_argument("--candidates", type=int, default=1,
+                      help="sample this many per drawing and keep the one the model reads as --label most surely "
+                           "(costs that many times the drawing time; 1: plain samples)")
     draw.add_argument("--scale", type=int, default=4, help="enlarge each drawing this many times")
     draw.add_argument("--output", required=True, type=Path, help="PNG file to write")
     return parser
@@ -181,12 +184,14 @@ def _draw(args: argparse.Namespace) -> int:
         raise UsageError("--n and --scale must be at least 1")
     if not 1.0 <= args.guidance < float("inf"):
         raise UsageError(f"--guidance must be a number >= 1 (1: no guidance), got {args.guidance}")
+    if args.candidates < 1:
+        raise UsageError(f"--candidates must be at least 1 (1: plain samples), got {args.candidates}")
     _check_output(args.output, "--output")
     image_lm = ImageLM.from_pretrained(args.model)
     if args.label not in image_lm.labels:
         raise UsageError(f"unknown --label {args.label!r}; this model draws {image_lm.labels}")
     drawings = image_lm.draw(args.label, args.n, seed=args.seed, temperature=args.temperature,
-                             guidance=args.guidance)
+                             guidance=args.guidance, candidates=args.candidates)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     image_row(drawings, scale=args.scale).save(args.output)
     print(f"{PROG}: {args.n} drawing(s) of {args.label!r} written to {args.output}")

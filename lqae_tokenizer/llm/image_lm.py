@@ -195,16 +195,41 @@ class ImageLM:
             self._trie = WordTrie(self.llm_tokenizer, self.word_ids)
         return self._trie
 
-    @torch.inference_mode()
     def draw_ids(self, label: str, n: int = 1, *, seed: int = 0, temperature: float = 1.0,
-                 top_k: int = 0, guidance: float = 1.0) -> torch.Tensor:
+                 top_k: int = 0, guidance: float = 1.0, candidates: int = 1) -> torch.Tensor:
         """``LongTensor[n, tokens_per_image]``: image ids the LM writes for ``label`` (see :meth:`draw`)."""
-        from transformers import GenerationConfig
-
         if label not in self.labels:
             raise ValueError(f"unknown label {label!r}; this ImageLM draws {self.labels}")
-        if n < 1 or temperature <= 0:
-            raise ValueError(f"need n >= 1 and temperature > 0, got n={n}, temperature={temperature}")
+        if n < 1 or temperature <= 0 or candidates < 1:
+            raise ValueError("need n >= 1, temperature > 0 and candidates >= 1, got "
+                             f"n={n}, temperature={temperature}, candidates={candidates}")
+        sampled = self._sample_ids(label, n * candidates, seed=seed, temperature=temperature, top_k=top_k,
+                                   guidance=guidance)
+        if candidates == 1:
+            return sampled
+        return sampled[self.rerank(label, sampled, candidates)]
+
+    def rerank(self, label: str, ids: torch.Tensor, candidates: int) -> torch.Tensor:
+        """``LongTensor[len(ids) // candidates]``: for each group of ``candidates`` consecutive rows of
+        ``ids`` (``LongTensor[n * candidates, tokens_per_image]``), the row index whose words this LM
+        reads as ``label`` with the highest probability (its read scores softmaxed over :attr:`labels`).
+
+        The adapter's reading head judges its own drawings, as DALL-E's CLIP reranking does with another
+        model: useful only for an adapter trained to read (``--tasks`` with ``read``).
+        """
+        if len(ids) % candidates:
+            raise ValueError(f"{len(ids)} rows do not split into groups of {candidates} candidates")
+        texts = [self.image_tokenizer.ids_to_text(row) for row in ids]
+        posterior = self.scores_of_texts(texts).log_softmax(1)[:, self.labels.index(label)]
+        best = posterior.view(-1, candidates).argmax(1)  # ties: the first sampled
+        return best + torch.arange(0, len(ids), candidates)
+
+    @torch.inference_mode()
+    def _sample_ids(self, label: str, n: int, *, seed: int, temperature: float, top_k: int,
+                    guidance: float) -> torch.Tensor:
+        """``LongTensor[n, tokens_per_image]``: ``n`` constrained samples after ``label``'s draw prompt."""
+        from transformers import GenerationConfig
+
         prompt = token_ids(self.llm_tokenizer, self.prompt.draw_prompt(label))
         n_words = self.image_tokenizer.tokens_per_image
         eos = self.llm_tokenizer.eos_token_id
@@ -240,16 +265,19 @@ class ImageLM:
         return torch.tensor(rows, dtype=torch.long)
 
     def draw(self, label: str, n: int = 1, *, seed: int = 0, temperature: float = 1.0, top_k: int = 0,
-             guidance: float = 1.0) -> list:
+             guidance: float = 1.0, candidates: int = 1) -> list:
         """``n`` images of class ``label`` as ``PIL.Image``: the LM writes ``tokens_per_image`` codebook
         words after the draw prompt (constrained: :mod:`~lqae_tokenizer.llm.constrained`, so every
         drawing decodes) and the image tokenizer decodes them. Sampling is seeded: the same call on the
         same machine gives the same pictures. ``temperature`` scales the LM's scores; ``top_k`` > 0 keeps
         only the k likeliest allowed tokens (0: all). ``guidance`` > 1 pulls the drawing towards ``label``
         and away from the other labels (:mod:`~lqae_tokenizer.llm.guidance`; costs a second forward pass
-        per token, over a batch holding ``n`` rows for every other label)."""
+        per token, over a batch holding ``n`` rows for every other label). ``candidates`` = k > 1 samples
+        ``n * k`` drawings and keeps, of each k, the one this LM itself reads as ``label`` most surely
+        (:meth:`rerank`; k times the drawing time); k = 1 gives the plain samples, the same as before."""
         return self.image_tokenizer.batch_decode(self.draw_ids(label, n, seed=seed, temperature=temperature,
-                                                               top_k=top_k, guidance=guidance))
+                                                               top_k=top_k, guidance=guidance,
+                                                               candidates=candidates))
 
     def _base(self) -> Any:
         """The causal LM with the adapter's layers in place (a peft model's base model, or the model)."""
