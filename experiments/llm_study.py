@@ -254,6 +254,9 @@ def cmd_draw(args) -> None:
 
     lm = ImageLM.from_pretrained(args.model)
     tok = lm.image_tokenizer
+    reader = ImageLM.from_pretrained(args.reader) if args.reader else None
+    if reader is not None and (reader.labels != lm.labels or reader.image_tokenizer_name != lm.image_tokenizer_name):
+        raise SystemExit("--reader must read the same labels through the same image tokenizer as --model")
     if args.training_words:
         # Only the words the first N training images use may be drawn: the drawing constraint's prefix
         # tree is rebuilt over that subset (ImageLM builds it over the whole codebook).
@@ -280,8 +283,13 @@ def cmd_draw(args) -> None:
     allowed = set(torch.as_tensor(tok.codebook_ids).tolist())
     for k, label in enumerate(lm.labels):
         start = time.time()
-        ids = lm.draw_ids(label, args.per_class, seed=args.seed + k, temperature=args.temperature,
-                          guidance=args.guidance, candidates=args.candidates)
+        if reader is None:
+            ids = lm.draw_ids(label, args.per_class, seed=args.seed + k, temperature=args.temperature,
+                              guidance=args.guidance, candidates=args.candidates)
+        else:  # another adapter's reading picks the best of each group of candidates
+            ids = lm.draw_ids(label, args.per_class * args.candidates, seed=args.seed + k,
+                              temperature=args.temperature, guidance=args.guidance)
+            ids = ids[reader.rerank(label, ids, args.candidates)]
         draw_seconds += time.time() - start
         # Checked, not assumed: the right length and every id a codebook word (what decode requires).
         decodable += sum(len(row) == tok.tokens_per_image and set(row) <= allowed for row in ids.tolist())
@@ -305,7 +313,7 @@ def cmd_draw(args) -> None:
     summary = {"classifier_accuracy_real": clf_accuracy, "classifier_accuracy_reconstructions": recon_accuracy,
                "classified_as_requested": sum(v["classified_as_requested"] for v in per_class.values()) / len(per_class),
                "drawings": total, "decodable": decodable, "drawings_per_second": total / draw_seconds,
-               "temperature": args.temperature, "guidance": args.guidance, "candidates": args.candidates, "seed": args.seed,
+               "temperature": args.temperature, "guidance": args.guidance, "candidates": args.candidates, "reader": args.reader, "seed": args.seed,
                "per_class": per_class, "model": str(args.model)}
     (args.work / "results" / f"draw-{args.name}.json").write_text(json.dumps(summary, indent=1))
     print(f"all: {summary['classified_as_requested']:.3f} classified as requested; {decodable} of {total} decodable; "
@@ -402,6 +410,7 @@ def main() -> None:
             p.add_argument("--guidance", type=float, default=1.0, help="label guidance scale (1: none)")
             p.add_argument("--candidates", type=int, default=1,
                            help="keep the best of this many samples per drawing, by the adapter's own reading")
+            p.add_argument("--reader", help="rank the candidates by this ImageLM's reading instead (another adapter)")
             p.add_argument("--grid", type=Path)
             p.add_argument("--grid-columns", type=int, default=10)
             p.add_argument("--training-words", type=int, metavar="N",
