@@ -307,6 +307,8 @@ def test_reranked_drawings_are_the_candidates_the_lm_reads_as_the_label_most_sur
         image_lm.draw(label, candidates=0)
     with pytest.raises(ValueError, match="groups of 4"):
         image_lm.rerank(label, sampled, 4)
+    with pytest.raises(ValueError, match="unknown label 'hat'"):
+        image_lm.rerank("hat", sampled, k)
 
 
 # -- data and loss ---------------------------------------------------------------------------------

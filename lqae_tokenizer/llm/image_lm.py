@@ -217,7 +217,9 @@ class ImageLM:
         The adapter's reading head judges its own drawings, as DALL-E's CLIP reranking does with another
         model: useful only for an adapter trained to read (``--tasks`` with ``read``).
         """
-        if len(ids) % candidates:
+        if label not in self.labels:
+            raise ValueError(f"unknown label {label!r}; this ImageLM reads {self.labels}")
+        if candidates < 1 or len(ids) % candidates:
             raise ValueError(f"{len(ids)} rows do not split into groups of {candidates} candidates")
         texts = [self.image_tokenizer.ids_to_text(row) for row in ids]
         posterior = self.scores_of_texts(texts).log_softmax(1)[:, self.labels.index(label)]
