@@ -254,9 +254,7 @@ def cmd_draw(args) -> None:
 
     lm = ImageLM.from_pretrained(args.model)
     tok = lm.image_tokenizer
-    reader = ImageLM.from_pretrained(args.reader) if args.reader else None
-    if reader is not None and (reader.labels != lm.labels or reader.image_tokenizer_name != lm.image_tokenizer_name):
-        raise SystemExit("--reader must read the same labels through the same image tokenizer as --model")
+    reader = ImageLM.from_pretrained(args.reader) if args.reader else None  # checked by draw_ids
     if args.training_words:
         # Only the words the first N training images use may be drawn: the drawing constraint's prefix
         # tree is rebuilt over that subset (ImageLM builds it over the whole codebook).
@@ -283,13 +281,8 @@ def cmd_draw(args) -> None:
     allowed = set(torch.as_tensor(tok.codebook_ids).tolist())
     for k, label in enumerate(lm.labels):
         start = time.time()
-        if reader is None:
-            ids = lm.draw_ids(label, args.per_class, seed=args.seed + k, temperature=args.temperature,
-                              guidance=args.guidance, candidates=args.candidates)
-        else:  # another adapter's reading picks the best of each group of candidates
-            ids = lm.draw_ids(label, args.per_class * args.candidates, seed=args.seed + k,
-                              temperature=args.temperature, guidance=args.guidance)
-            ids = ids[reader.rerank(label, ids, args.candidates)]
+        ids = lm.draw_ids(label, args.per_class, seed=args.seed + k, temperature=args.temperature,
+                          guidance=args.guidance, candidates=args.candidates, reader=reader)
         draw_seconds += time.time() - start
         # Checked, not assumed: the right length and every id a codebook word (what decode requires).
         decodable += sum(len(row) == tok.tokens_per_image and set(row) <= allowed for row in ids.tolist())

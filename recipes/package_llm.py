@@ -2,9 +2,9 @@
 
     python recipes/package_llm.py RUN_DIR [--name fashion-mnist-smollm2] [--measured RESULTS_MD_SECTION]
 
-Copies RUN_DIR/final (image_lm.json, the LoRA adapter, the card), stores the adapter's weights as
-float16 (they load into the float32 model; half the bytes), and appends ``--measured`` (a Markdown file)
-to the card as its "Measured" section.
+Copies RUN_DIR/final (image_lm.json and the LoRA adapter), stores the adapter's weights as float16
+(they load into the float32 model; half the bytes), and writes the card (README.md) from image_lm.json
+(``lqae_tokenizer.llm.card``) with ``--measured`` (a Markdown file) as its "Measured" section.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = ("image_lm.json", "adapter_config.json", "adapter_model.safetensors", "README.md")
+FILES = ("image_lm.json", "adapter_config.json", "adapter_model.safetensors")
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--measured", type=Path, help="Markdown appended to the card as its Measured section")
     args = parser.parse_args()
     from safetensors.torch import load_file, save_file
+
+    from lqae_tokenizer.llm.card import build_card
 
     target = ROOT / "lqae_tokenizer" / "demo_models" / args.name
     shutil.rmtree(target, ignore_errors=True)
@@ -40,9 +42,8 @@ def main() -> None:
     save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights),
               metadata={"format": "pt"})
     weights.chmod(0o644)
-    if args.measured:
-        card = target / "README.md"
-        card.write_text(card.read_text().rstrip("\n") + "\n\n## Measured\n\n" + args.measured.read_text().strip() + "\n")
+    measured = args.measured.read_text() if args.measured else None
+    (target / "README.md").write_text(build_card(json.loads((target / "image_lm.json").read_text()), measured))
     total = sum(p.stat().st_size for p in target.iterdir())
     print(f"packaged {args.run / 'final'} into {target} ({total / 2**20:.1f} MiB)")
 

@@ -276,32 +276,41 @@ def test_guided_drawings_decode_and_are_seeded(image_lm):
     with pytest.raises(ValueError, match="guidance scale"):
         image_lm.draw("coat", guidance=0.0)
 
-@pytest.mark.slow
-def test_reranked_drawings_are_the_candidates_the_lm_reads_as_the_label_most_surely(image_lm):
-    """Oracle: one full uncached pass per (candidate, label), log p(label | read prompt), softmaxed over
-    the labels; each kept drawing must be its group's best candidate under it."""
+def read_posterior_by_full_passes(reader, label: str, rows: torch.Tensor) -> torch.Tensor:
+    """Oracle: ``float64 [len(rows)]``, log p(label | read prompt) softmaxed over the reader's labels,
+    from one full uncached pass per (row, label)."""
     from lqae_tokenizer.llm.prompt import token_ids
 
-    n, k, label = 2, 3, "coat"
-    sampled = image_lm.draw_ids(label, n * k, seed=5)
-    kept = image_lm.draw_ids(label, n, seed=5, candidates=k)
-    assert kept.shape == (n, 64)
-    model, tok = image_lm._base(), image_lm.llm_tokenizer
+    model, tok = reader._base(), reader.llm_tokenizer
     posterior = []
-    for row in sampled:
-        prompt = token_ids(tok, image_lm.prompt.read_prompt(image_lm.image_tokenizer.ids_to_text(row)))
+    for row in rows:
+        prompt = token_ids(tok, reader.prompt.read_prompt(reader.image_tokenizer.ids_to_text(row)))
         scores = []
-        for name in image_lm.labels:
+        for name in reader.labels:
             answer = token_ids(tok, " " + name)
             with torch.no_grad():
                 logp = model(torch.tensor([prompt + answer])).logits[0].double().log_softmax(-1)
             scores.append(sum(float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)))
-        posterior.append(torch.tensor(scores).log_softmax(0)[image_lm.labels.index(label)])
-    posterior = torch.stack(posterior).view(n, k)
+        posterior.append(torch.tensor(scores).log_softmax(0)[reader.labels.index(label)])
+    return torch.stack(posterior)
+
+
+def assert_kept_are_the_best_candidates(sampled, kept, posterior, n, k):
+    posterior = posterior.view(n, k)
     for group in range(n):
         chosen = [j for j in range(k) if torch.equal(sampled[group * k + j], kept[group])]
         assert chosen, "a kept drawing must be one of its own group's candidates"
         assert float(posterior[group, chosen[0]]) >= float(posterior[group].max()) - 1e-4
+
+
+@pytest.mark.slow
+def test_reranked_drawings_are_the_candidates_the_lm_reads_as_the_label_most_surely(image_lm):
+    """Each kept drawing must be its group's best candidate under the oracle's posterior."""
+    n, k, label = 2, 3, "coat"
+    sampled = image_lm.draw_ids(label, n * k, seed=5)
+    kept = image_lm.draw_ids(label, n, seed=5, candidates=k)
+    assert kept.shape == (n, 64)
+    assert_kept_are_the_best_candidates(sampled, kept, read_posterior_by_full_passes(image_lm, label, sampled), n, k)
     assert torch.equal(image_lm.draw_ids(label, n * k, seed=5, candidates=1), sampled)  # k = 1: plain samples
     with pytest.raises(ValueError, match="candidates >= 1"):
         image_lm.draw(label, candidates=0)
@@ -309,6 +318,68 @@ def test_reranked_drawings_are_the_candidates_the_lm_reads_as_the_label_most_sur
         image_lm.rerank(label, sampled, 4)
     with pytest.raises(ValueError, match="unknown label 'hat'"):
         image_lm.rerank("hat", sampled, k)
+
+
+@pytest.fixture(scope="module")
+def reader_lm(tmp_path_factory, fashion_tokenizer):
+    """Another random LM (seed 1) over the same image tokenizer: a second adapter, as a reader."""
+    from lqae_tokenizer.evaluation import load_causal_lm
+
+    model, llm_tokenizer = load_causal_lm(str(make_random_lm(tmp_path_factory.mktemp("reader-lm"), "llama", seed=1)))
+    return ImageLM(fashion_tokenizer, model, llm_tokenizer, list(NAMES.values()), image_tokenizer_name="fashion-mnist",
+                   prompt=PromptFormat(words_per_line=8))
+
+
+@pytest.mark.slow
+def test_another_adapters_reading_picks_the_candidates(image_lm, reader_lm):
+    """draw(..., reader=other): the drawer samples, the reader's posterior (its own LM and prompt layout)
+    picks; the oracle is the reader's full passes, and the picks must follow the reader, not the drawer."""
+    n, k, label = 3, 4, "bag"
+    sampled = image_lm.draw_ids(label, n * k, seed=2)
+    kept = image_lm.draw_ids(label, n, seed=2, candidates=k, reader=reader_lm)
+    theirs = read_posterior_by_full_passes(reader_lm, label, sampled)
+    assert_kept_are_the_best_candidates(sampled, kept, theirs, n, k)
+    ours = read_posterior_by_full_passes(image_lm, label, sampled).view(n, k).argmax(1)
+    assert not torch.equal(ours, theirs.view(n, k).argmax(1)), "two random LMs should disagree somewhere here"
+    assert len(image_lm.draw(label, 1, seed=2, candidates=2, reader=reader_lm)) == 1
+
+
+def test_a_reader_must_read_the_same_words_and_rank_candidates(image_lm, reader_lm):
+    """Refused before any sampling: a reader with other codebook words, without the label, not an
+    ImageLM, or with candidates = 1 (nothing to rank)."""
+    import copy
+
+    with pytest.raises(ValueError, match="pass candidates > 1"):
+        image_lm.draw_ids("bag", 1, reader=reader_lm)
+    with pytest.raises(TypeError, match="reader must be an ImageLM"):
+        image_lm.draw_ids("bag", 1, candidates=2, reader="fashion-mnist-smollm2")
+    other_words = copy.copy(reader_lm)
+    other_words.word_ids = dict(list(reader_lm.word_ids.items())[:-1])
+    with pytest.raises(ValueError, match="another image tokenizer's words"):
+        image_lm.draw_ids("bag", 1, candidates=2, reader=other_words)
+    fewer_labels = copy.copy(reader_lm)
+    fewer_labels.labels = ["T-shirt", "trouser"]
+    with pytest.raises(ValueError, match="does not know the label 'bag'"):
+        image_lm.draw_ids("bag", 1, candidates=2, reader=fewer_labels)
+
+
+def test_a_draw_only_adapter_refuses_to_read_and_its_card_says_so(image_lm):
+    """An adapter trained with --tasks draw never learnt the read prompt: classify and rerank raise
+    (instead of returning guesses), and its card does not claim it classifies."""
+    import copy
+
+    drawer = copy.copy(image_lm)
+    drawer.training = {"tasks": ["draw"]}
+    with pytest.raises(ValueError, match=r"trained for the tasks \['draw'\] only, not to read"):
+        drawer.classify(fashion_records(1)[0][0])
+    with pytest.raises(ValueError, match="not to read"):
+        drawer.rerank("bag", image_lm.image_tokenizer.codebook_ids[:1].repeat(2, 64), 2)
+    card = drawer.card()
+    assert "that draws images as words" in card and "it does not classify" in card and "classifies images" not in card
+    reader = copy.copy(image_lm)
+    reader.training = {"tasks": ["read"]}
+    assert "that reads images as words" in reader.card() and "writes the words" not in reader.card()
+    assert "reads and draws" in image_lm.card()
 
 
 # -- data and loss ---------------------------------------------------------------------------------
@@ -369,6 +440,34 @@ def test_save_and_load_round_trip(tmp_path, causal_lm_dir, fashion_tokenizer):
     assert torch.equal(loaded.draw_ids("bag", 2, seed=3), lm.draw_ids("bag", 2, seed=3))
 
 
+@pytest.mark.slow
+def test_cli_draws_with_a_reader_and_refuses_a_draw_only_model_ranking_itself(tmp_path, causal_lm_dir,
+                                                                              fashion_tokenizer, capsys):
+    from peft import LoraConfig, get_peft_model
+    from PIL import Image
+
+    from lqae_tokenizer.evaluation import load_causal_lm
+    from lqae_tokenizer.llm.cli import main
+
+    folders = {}
+    for seed, (name, tasks) in enumerate((("drawer", ["draw"]), ("reader", ["read"]))):
+        base, tok = load_causal_lm(str(causal_lm_dir))
+        torch.manual_seed(seed)
+        model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        folders[name] = ImageLM(fashion_tokenizer, model, tok, list(NAMES.values()), language_model=str(causal_lm_dir),
+                                image_tokenizer_name="fashion-mnist", training={"tasks": tasks}).save_pretrained(tmp_path / name)
+    png = tmp_path / "bags.png"
+    draw = ["draw", "--model", str(folders["drawer"]), "--label", "bag", "--candidates", "2", "--output", str(png)]
+    assert main(draw) == 2
+    assert "not to read" in capsys.readouterr().err and not png.exists()  # no PNG of unranked guesses
+    assert main([*draw, "--reader", str(folders["reader"]), "--n", "2", "--scale", "1"]) == 0
+    expected = ImageLM.from_pretrained(folders["drawer"]).draw(
+        "bag", 2, candidates=2, reader=ImageLM.from_pretrained(folders["reader"]))
+    from lqae_tokenizer.imaging import image_row
+
+    assert Image.open(png).convert("RGB").tobytes() == image_row(expected, scale=1).convert("RGB").tobytes()
+
+
 def test_not_an_image_lm_folder(tmp_path):
     from lqae_tokenizer.checkpoint import CheckpointError
 
@@ -413,6 +512,8 @@ def test_tiny_training_run_with_trainer_and_resume(tmp_path, causal_lm_dir, fash
     config.epochs, config.resume = 2, True
     resumed = ImageLM.from_pretrained(train_adapter(config))
     assert resumed.training["optimizer_steps"] == 8
+    assert "resumed_from_step" not in lm.training and resumed.training["resumed_from_step"] == 4
+    assert "(resumed at step 4: the seconds are the steps after it)" in resumed.card()
     # Resuming with another layout or task list would train the checkpoint on other examples: refused, named.
     for changed in ({"words_per_line": 0}, {"tasks": ("read",)}):
         other = AdapterTrainingConfig(**{**asdict(config), "epochs": 3, **changed})
@@ -439,6 +540,8 @@ def test_cli_help_and_usage_errors(tmp_path):
     assert out.returncode == 2 and "--guidance must be" in out.stderr and "Traceback" not in out.stderr
     out = run("draw", "--model", str(tmp_path), "--label", "coat", "--output", str(tmp_path / "x.png"), "--candidates", "0")
     assert out.returncode == 2 and "--candidates must be" in out.stderr and "Traceback" not in out.stderr
+    out = run("draw", "--model", str(tmp_path), "--label", "coat", "--output", str(tmp_path / "x.png"), "--reader", "r")
+    assert out.returncode == 2 and "--reader ranks candidates" in out.stderr and "Traceback" not in out.stderr
     # --resume on a run recorded with another layout: a usage error before anything loads or is written.
     from lqae_tokenizer.llm.training import AdapterTrainingConfig, run_settings
 

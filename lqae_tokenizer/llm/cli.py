@@ -4,6 +4,8 @@
     lqae-llm evaluate --model runs/llm/final --data fm-test.jsonl --label-names labels.json --limit 1000
     lqae-llm classify --model fashion-mnist-smollm2 shoe.png coat.png
     lqae-llm draw --model fashion-mnist-smollm2 --label trouser --n 8 --output trousers.png
+    lqae-llm draw --model fashion-mnist-smollm2-draw --reader fashion-mnist-smollm2 --candidates 8 \
+        --label trouser --n 8 --output trousers.png   # a drawing adapter, a reading one picks the best of 8
 
 ``--data``: ``lqae-tokenize DIR --output x.jsonl`` files (labels = the images' parent folder names)
 or ``datasets`` folders with ``text`` and ``label`` columns. ``--label-names``: a JSON object or
@@ -101,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--candidates", type=int, default=1,
                       help="sample this many per drawing and keep the one the model reads as --label most surely "
                            "(costs that many times the drawing time; 1: plain samples)")
+    draw.add_argument("--reader", help="rank the candidates by this ImageLM's reading instead of --model's "
+                                       "(folder or bundled name; for a draw-only --model)")
     draw.add_argument("--scale", type=int, default=4, help="enlarge each drawing this many times")
     draw.add_argument("--output", required=True, type=Path, help="PNG file to write")
     return parser
@@ -186,12 +190,18 @@ def _draw(args: argparse.Namespace) -> int:
         raise UsageError(f"--guidance must be a number >= 1 (1: no guidance), got {args.guidance}")
     if args.candidates < 1:
         raise UsageError(f"--candidates must be at least 1 (1: plain samples), got {args.candidates}")
+    if args.reader and args.candidates < 2:
+        raise UsageError(f"--reader ranks candidates: give --candidates 2 or more (e.g. 8), got {args.candidates}")
     _check_output(args.output, "--output")
     image_lm = ImageLM.from_pretrained(args.model)
     if args.label not in image_lm.labels:
         raise UsageError(f"unknown --label {args.label!r}; this model draws {image_lm.labels}")
-    drawings = image_lm.draw(args.label, args.n, seed=args.seed, temperature=args.temperature,
-                             guidance=args.guidance, candidates=args.candidates)
+    reader = ImageLM.from_pretrained(args.reader) if args.reader else None
+    try:
+        drawings = image_lm.draw(args.label, args.n, seed=args.seed, temperature=args.temperature,
+                                 guidance=args.guidance, candidates=args.candidates, reader=reader)
+    except ValueError as err:  # a reader of other words or labels, or a draw-only model asked to rank
+        raise UsageError(str(err)) from None
     args.output.parent.mkdir(parents=True, exist_ok=True)
     image_row(drawings, scale=args.scale).save(args.output)
     print(f"{PROG}: {args.n} drawing(s) of {args.label!r} written to {args.output}")

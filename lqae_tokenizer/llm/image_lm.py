@@ -177,6 +177,11 @@ class ImageLM:
         """Like :meth:`scores`, from image texts (``to_text`` output) instead of images."""
         from ..evaluation.fewshot import score_queries_batched
 
+        tasks = self.training.get("tasks", ["read"])  # folders without the record: read (and draw)
+        if "read" not in tasks:  # its read prompt was never trained: scores would be noise, silently
+            raise ValueError(f"this adapter was trained for the tasks {tasks} only, not to read: its labels "
+                             "would be guesses. Classify or rerank with an adapter trained with read "
+                             "(e.g. ImageLM.from_pretrained('fashion-mnist-smollm2'); draw(..., reader=it))")
         labels = self.labels if labels is None else list(labels)
         queries = [self.prompt.read_prompt(t) for t in texts]
         return torch.tensor(score_queries_batched(self._base(), self.llm_tokenizer, queries, labels),
@@ -196,18 +201,39 @@ class ImageLM:
         return self._trie
 
     def draw_ids(self, label: str, n: int = 1, *, seed: int = 0, temperature: float = 1.0,
-                 top_k: int = 0, guidance: float = 1.0, candidates: int = 1) -> torch.Tensor:
+                 top_k: int = 0, guidance: float = 1.0, candidates: int = 1,
+                 reader: ImageLM | None = None) -> torch.Tensor:
         """``LongTensor[n, tokens_per_image]``: image ids the LM writes for ``label`` (see :meth:`draw`)."""
         if label not in self.labels:
             raise ValueError(f"unknown label {label!r}; this ImageLM draws {self.labels}")
         if n < 1 or temperature <= 0 or candidates < 1:
             raise ValueError("need n >= 1, temperature > 0 and candidates >= 1, got "
                              f"n={n}, temperature={temperature}, candidates={candidates}")
+        judge = self if reader is None else self._checked_reader(reader, label)
+        if candidates == 1 and reader is not None:
+            raise ValueError("a reader ranks candidates: pass candidates > 1 with it (candidates=1 keeps every "
+                             "sample, so the reader would never be asked)")
         sampled = self._sample_ids(label, n * candidates, seed=seed, temperature=temperature, top_k=top_k,
                                    guidance=guidance)
         if candidates == 1:
             return sampled
-        return sampled[self.rerank(label, sampled, candidates)]
+        return sampled[judge.rerank(label, sampled, candidates)]
+
+    def _checked_reader(self, reader: ImageLM, label: str) -> ImageLM:
+        """``reader``, after checking that it reads this LM's drawings: the same codebook words, as many
+        per image, and ``label`` among its labels (its prompt format and LM may differ)."""
+        if not isinstance(reader, ImageLM):
+            raise TypeError(f"reader must be an ImageLM (e.g. ImageLM.from_pretrained('fashion-mnist-smollm2')), "
+                            f"got {type(reader).__name__}")
+        ours, theirs = self.image_tokenizer.tokens_per_image, reader.image_tokenizer.tokens_per_image
+        if reader.word_ids != self.word_ids or ours != theirs:
+            raise ValueError(f"the reader reads another image tokenizer's words ({theirs} per image from "
+                             f"{reader.image_tokenizer_name or 'its own folder'}; this LM draws {ours} from "
+                             f"{self.image_tokenizer_name or 'its own folder'}): pair adapters trained on the "
+                             "same image tokenizer")
+        if label not in reader.labels:
+            raise ValueError(f"the reader does not know the label {label!r}; it reads {reader.labels}")
+        return reader
 
     def rerank(self, label: str, ids: torch.Tensor, candidates: int) -> torch.Tensor:
         """``LongTensor[len(ids) // candidates]``: for each group of ``candidates`` consecutive rows of
@@ -267,7 +293,7 @@ class ImageLM:
         return torch.tensor(rows, dtype=torch.long)
 
     def draw(self, label: str, n: int = 1, *, seed: int = 0, temperature: float = 1.0, top_k: int = 0,
-             guidance: float = 1.0, candidates: int = 1) -> list:
+             guidance: float = 1.0, candidates: int = 1, reader: ImageLM | None = None) -> list:
         """``n`` images of class ``label`` as ``PIL.Image``: the LM writes ``tokens_per_image`` codebook
         words after the draw prompt (constrained: :mod:`~lqae_tokenizer.llm.constrained`, so every
         drawing decodes) and the image tokenizer decodes them. Sampling is seeded: the same call on the
@@ -276,10 +302,14 @@ class ImageLM:
         and away from the other labels (:mod:`~lqae_tokenizer.llm.guidance`; costs a second forward pass
         per token, over a batch holding ``n`` rows for every other label). ``candidates`` = k > 1 samples
         ``n * k`` drawings and keeps, of each k, the one this LM itself reads as ``label`` most surely
-        (:meth:`rerank`; k times the drawing time); k = 1 gives the plain samples, the same as before."""
+        (:meth:`rerank`; k times the drawing time); k = 1 gives the plain samples, the same as before.
+        ``reader``: another ImageLM over the same image tokenizer that ranks the candidates instead of
+        this one (an adapter trained to read, for an adapter trained only to draw: e.g. the bundled
+        ``fashion-mnist-smollm2-draw`` with ``fashion-mnist-smollm2`` as reader); ``ValueError`` when its
+        codebook words differ, when it lacks ``label``, or with ``candidates`` = 1."""
         return self.image_tokenizer.batch_decode(self.draw_ids(label, n, seed=seed, temperature=temperature,
                                                                top_k=top_k, guidance=guidance,
-                                                               candidates=candidates))
+                                                               candidates=candidates, reader=reader))
 
     def _base(self) -> Any:
         """The causal LM with the adapter's layers in place (a peft model's base model, or the model)."""

@@ -158,12 +158,16 @@ def train_adapter(config: AdapterTrainingConfig) -> Path:
                       train_dataset=Dataset.from_list(examples),
                       data_collator=PadCollator(llm_tokenizer.pad_token_id or llm_tokenizer.eos_token_id),
                       compute_loss_func=per_example_loss)
+    # a resumed run's clock starts at its checkpoint: the card must say which steps the seconds cover
+    resumed_from = _checkpoint_step(output / CHECKPOINTS_DIR) if resume else 0
     start = time.time()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.time() - start
     final = output / FINAL_DIR
     if trainer.is_world_process_zero():
         facts = _training_facts(config, items, examples, result, seconds, trainer)
+        if resumed_from:
+            facts["resumed_from_step"] = resumed_from
         image_lm = ImageLM(image_tokenizer, trainer.model, llm_tokenizer, labels, prompt=fmt,
                            language_model=config.language_model,
                            image_tokenizer_name=config.image_tokenizer, training=facts)
@@ -203,6 +207,14 @@ def _training_facts(config: AdapterTrainingConfig, items: Sequence[Any], example
         "world_size": int(trainer.args.world_size), "trainable_parameters": _trainable(trainer.model),
         **settings, **config.extra,
     }
+
+
+def _checkpoint_step(checkpoints: Path) -> int:
+    """The optimizer step of the newest ``checkpoint-<step>`` folder, the one ``Trainer`` resumes from."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    newest = get_last_checkpoint(str(checkpoints))
+    return int(Path(newest).name.split("-")[-1]) if newest else 0
 
 
 def _trainable(model: Any) -> int:
