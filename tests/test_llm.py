@@ -460,6 +460,15 @@ def test_cli_draws_with_a_reader_and_refuses_a_draw_only_model_ranking_itself(tm
     draw = ["draw", "--model", str(folders["drawer"]), "--label", "bag", "--candidates", "2", "--output", str(png)]
     assert main(draw) == 2
     assert "not to read" in capsys.readouterr().err and not png.exists()  # no PNG of unranked guesses
+    image = str(fashion_records(1)[0][0])
+    assert main(["classify", "--model", str(folders["drawer"]), image]) == 2
+    assert "trained for the tasks ['draw'] only" in capsys.readouterr().err
+    data = tmp_path / "test.jsonl"
+    data.write_text(json.dumps({"path": "x/coat/1.png", "text": fashion_tokenizer.to_text([image])[0]}) + "\n")
+    assert main(["evaluate", "--model", str(folders["drawer"]), "--data", str(data)]) == 2
+    assert "not to read" in capsys.readouterr().err
+    assert main(["classify", "--model", str(folders["reader"]), image]) == 0
+    assert capsys.readouterr().out.split(": ")[-1].strip() in NAMES.values()
     assert main([*draw, "--reader", str(folders["reader"]), "--n", "2", "--scale", "1"]) == 0
     expected = ImageLM.from_pretrained(folders["drawer"]).draw(
         "bag", 2, candidates=2, reader=ImageLM.from_pretrained(folders["reader"]))

@@ -148,15 +148,26 @@ def _training_config(args: argparse.Namespace):
         seed=args.seed, save_steps=args.save_steps, resume=args.resume, progress_bar=not args.no_progress_bar)
 
 
+def _reading_model(name: str):
+    """The ImageLM ``name``; a usage error when it was trained without the read task."""
+    from .image_lm import ImageLM
+
+    image_lm = ImageLM.from_pretrained(name)
+    try:
+        image_lm.require_reading()
+    except ValueError as err:
+        raise UsageError(f"--model {name}: {err}") from None
+    return image_lm
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .data import read_labelled_text
     from .evaluate import reading_accuracy
-    from .image_lm import ImageLM
     from .training import select_images
 
     _check_output(args.json, "--json")
     items = select_images(read_labelled_text(args.data, parse_label_names(args.label_names)), args.limit, 0)
-    image_lm = ImageLM.from_pretrained(args.model)
+    image_lm = _reading_model(args.model)
     result = reading_accuracy(image_lm, items, progress=True)
     print(f"accuracy {result['accuracy']:.4f} +- {result['ci95']:.4f} (95% CI) on {result['n']} images, "
           f"{result['images_per_second']:.1f} images/s")
@@ -167,12 +178,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from .image_lm import ImageLM
-
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise UsageError(f"no such image file: {missing[0]}")
-    image_lm = ImageLM.from_pretrained(args.model)
+    image_lm = _reading_model(args.model)
     for path, label in zip(args.images, image_lm.classify(list(args.images))):
         print(f"{path}: {label}")
     return 0

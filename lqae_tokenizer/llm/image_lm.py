@@ -165,6 +165,16 @@ class ImageLM:
         return build_card(self.config_dict())
 
     # -- reading -----------------------------------------------------------------------------------
+    def require_reading(self) -> None:
+        """``ValueError`` for an adapter trained without the read task (``--tasks draw``): its read prompt
+        was never trained, so its labels would be guesses, returned silently. Folders that do not record
+        their tasks are taken to read."""
+        tasks = self.training.get("tasks", ["read"])
+        if "read" not in tasks:
+            raise ValueError(f"this adapter was trained for the tasks {tasks} only, not to read: its labels "
+                             "would be guesses. Classify or rerank with an adapter trained with read "
+                             "(e.g. ImageLM.from_pretrained('fashion-mnist-smollm2'); draw(..., reader=it))")
+
     def scores(self, images: Any, labels: Sequence[str] | None = None) -> torch.Tensor:
         """``float64 [B, C]``: each label's log-likelihood after each image's read prompt."""
 
@@ -177,11 +187,7 @@ class ImageLM:
         """Like :meth:`scores`, from image texts (``to_text`` output) instead of images."""
         from ..evaluation.fewshot import score_queries_batched
 
-        tasks = self.training.get("tasks", ["read"])  # folders without the record: read (and draw)
-        if "read" not in tasks:  # its read prompt was never trained: scores would be noise, silently
-            raise ValueError(f"this adapter was trained for the tasks {tasks} only, not to read: its labels "
-                             "would be guesses. Classify or rerank with an adapter trained with read "
-                             "(e.g. ImageLM.from_pretrained('fashion-mnist-smollm2'); draw(..., reader=it))")
+        self.require_reading()
         labels = self.labels if labels is None else list(labels)
         queries = [self.prompt.read_prompt(t) for t in texts]
         return torch.tensor(score_queries_batched(self._base(), self.llm_tokenizer, queries, labels),
