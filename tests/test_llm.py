@@ -374,6 +374,10 @@ def test_a_draw_only_adapter_refuses_to_read_and_its_card_says_so(image_lm):
         drawer.classify(fashion_records(1)[0][0])
     with pytest.raises(ValueError, match="not to read"):
         drawer.rerank("bag", image_lm.image_tokenizer.codebook_ids[:1].repeat(2, 64), 2)
+    for ranked_by_a_drawer in (lambda: drawer.draw_ids("bag", 1, candidates=2),
+                               lambda: image_lm.draw_ids("bag", 1, candidates=2, reader=drawer)):
+        with pytest.raises(ValueError, match="not to read"):
+            ranked_by_a_drawer()
     card = drawer.card()
     assert "that draws images as words" in card and "it does not classify" in card and "classifies images" not in card
     reader = copy.copy(image_lm)

@@ -219,6 +219,8 @@ class ImageLM:
         if candidates == 1 and reader is not None:
             raise ValueError("a reader ranks candidates: pass candidates > 1 with it (candidates=1 keeps every "
                              "sample, so the reader would never be asked)")
+        if candidates > 1:
+            judge.require_reading()  # before sampling k times as many drawings, not after
         sampled = self._sample_ids(label, n * candidates, seed=seed, temperature=temperature, top_k=top_k,
                                    guidance=guidance)
         if candidates == 1:
