@@ -446,7 +446,8 @@ def test_save_and_load_round_trip(tmp_path, causal_lm_dir, fashion_tokenizer):
 
 @pytest.mark.slow
 def test_cli_draws_with_a_reader_and_refuses_a_draw_only_model_ranking_itself(tmp_path, causal_lm_dir,
-                                                                              fashion_tokenizer, capsys):
+                                                                              fashion_tokenizer, capsys,
+                                                                              monkeypatch):
     from peft import LoraConfig, get_peft_model
     from PIL import Image
 
@@ -479,6 +480,15 @@ def test_cli_draws_with_a_reader_and_refuses_a_draw_only_model_ranking_itself(tm
     from lqae_tokenizer.imaging import image_row
 
     assert Image.open(png).convert("RGB").tobytes() == image_row(expected, scale=1).convert("RGB").tobytes()
+
+    # only the settings' check is a usage error: a ValueError from inside drawing is a bug and keeps its traceback
+    def broken_sampler(*args, **kwargs):
+        raise ValueError("a bug deep inside sampling")
+
+    monkeypatch.setattr(ImageLM, "_sample_ids", broken_sampler)
+    with pytest.raises(ValueError, match="a bug deep inside sampling"):
+        main([*draw, "--reader", str(folders["reader"]), "--output", str(tmp_path / "broken.png")])
+    assert not (tmp_path / "broken.png").exists()
 
 
 def test_not_an_image_lm_folder(tmp_path):

@@ -206,11 +206,13 @@ def _draw(args: argparse.Namespace) -> int:
     if args.label not in image_lm.labels:
         raise UsageError(f"unknown --label {args.label!r}; this model draws {image_lm.labels}")
     reader = ImageLM.from_pretrained(args.reader) if args.reader else None
-    try:
-        drawings = image_lm.draw(args.label, args.n, seed=args.seed, temperature=args.temperature,
-                                 guidance=args.guidance, candidates=args.candidates, reader=reader)
+    try:  # only the settings' check: an error from deeper inside draw keeps its traceback
+        image_lm.check_draw(args.label, args.n, temperature=args.temperature, candidates=args.candidates,
+                            reader=reader)
     except ValueError as err:  # a reader of other words or labels, or a draw-only model asked to rank
         raise UsageError(str(err)) from None
+    drawings = image_lm.draw(args.label, args.n, seed=args.seed, temperature=args.temperature,
+                             guidance=args.guidance, candidates=args.candidates, reader=reader)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     image_row(drawings, scale=args.scale).save(args.output)
     print(f"{PROG}: {args.n} drawing(s) of {args.label!r} written to {args.output}")

@@ -210,6 +210,20 @@ class ImageLM:
                  top_k: int = 0, guidance: float = 1.0, candidates: int = 1,
                  reader: ImageLM | None = None) -> torch.Tensor:
         """``LongTensor[n, tokens_per_image]``: image ids the LM writes for ``label`` (see :meth:`draw`)."""
+        judge = self.check_draw(label, n, temperature=temperature, candidates=candidates, reader=reader)
+        sampled = self._sample_ids(label, n * candidates, seed=seed, temperature=temperature, top_k=top_k,
+                                   guidance=guidance)
+        if candidates == 1:
+            return sampled
+        return sampled[judge.rerank(label, sampled, candidates)]
+
+    def check_draw(self, label: str, n: int = 1, *, temperature: float = 1.0, candidates: int = 1,
+                   reader: ImageLM | None = None) -> ImageLM:
+        """The ImageLM that ranks the candidates (``reader``, else this one), after checking a draw's
+        settings before anything is sampled: ``ValueError`` for an unknown label, ``n`` < 1,
+        ``temperature`` <= 0, ``candidates`` < 1, a reader with ``candidates`` = 1, a reader of other
+        words or labels, or a ranking adapter trained without the read task. :meth:`draw_ids` calls it
+        first; callers that report bad settings as usage errors call it themselves."""
         if label not in self.labels:
             raise ValueError(f"unknown label {label!r}; this ImageLM draws {self.labels}")
         if n < 1 or temperature <= 0 or candidates < 1:
@@ -221,11 +235,7 @@ class ImageLM:
                              "sample, so the reader would never be asked)")
         if candidates > 1:
             judge.require_reading()  # before sampling k times as many drawings, not after
-        sampled = self._sample_ids(label, n * candidates, seed=seed, temperature=temperature, top_k=top_k,
-                                   guidance=guidance)
-        if candidates == 1:
-            return sampled
-        return sampled[judge.rerank(label, sampled, candidates)]
+        return judge
 
     def _checked_reader(self, reader: ImageLM, label: str) -> ImageLM:
         """``reader``, after checking that it reads this LM's drawings: the same codebook words, as many
