@@ -4,9 +4,9 @@
     python examples/llm_demo.py [IMAGE ...] [--draw coat] [--n 8] [--candidates 8] [--output llm-demo.png]
 
 Classifies each image (default: the bundled fashion-mnist sample images, test images the adapter never
-saw) with the bundled reading ImageLM (SmolLM2-135M-Instruct + a LoRA adapter), then has the bundled
-drawing adapter draw ``--n`` images of ``--draw``, each the best of ``--candidates`` samples by the
-reader's reading, and writes them side by side to ``--output`` (about a minute on 2 CPU cores).
+saw) with the bundled read-only ImageLM (SmolLM2-135M-Instruct + a LoRA adapter,
+``fashion-mnist-smollm2-read``), then has the bundled drawing adapter draw ``--n`` images of ``--draw``,
+each the best of ``--candidates`` samples by the reader's reading, and writes them side by side to ``--output`` (about a minute on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("llm-demo.png"))
     args = parser.parse_args()
 
-    lm = ImageLM.from_pretrained("fashion-mnist-smollm2")
+    lm = ImageLM.from_pretrained("fashion-mnist-smollm2-read")  # trained only to read; it cannot draw
     images = args.images or sample_images("fashion-mnist")
     for path, label in zip(images, lm.classify(list(images))):
         print(f"{path.name}: {label}")

@@ -383,7 +383,25 @@ def test_a_draw_only_adapter_refuses_to_read_and_its_card_says_so(image_lm):
     reader = copy.copy(image_lm)
     reader.training = {"tasks": ["read"]}
     assert "that reads images as words" in reader.card() and "writes the words" not in reader.card()
+    assert "it does not draw" in reader.card() and "it does not draw" not in image_lm.card()
     assert "reads and draws" in image_lm.card()
+
+
+def test_a_read_only_adapter_refuses_to_draw_but_ranks_a_drawers_samples(image_lm):
+    """An adapter trained with --tasks read never learnt the draw prompt: draw raises before sampling
+    (instead of returning the base LM's guesses as drawings), with or without candidates, while it still
+    ranks another adapter's samples as their reader."""
+    import copy
+
+    reader = copy.copy(image_lm)
+    reader.training = {"tasks": ["read"]}
+    for drawn_by_a_reader in (lambda: reader.draw_ids("bag", 1), lambda: reader.draw("bag", 1),
+                              lambda: reader.draw_ids("bag", 1, candidates=2),
+                              lambda: reader.check_draw("bag", 1)):
+        with pytest.raises(ValueError, match=r"trained for the tasks \['read'\] only, not to draw"):
+            drawn_by_a_reader()
+    ranked = image_lm.draw_ids("bag", 2, seed=3, candidates=2, reader=reader)
+    assert torch.equal(ranked, image_lm.draw_ids("bag", 2, seed=3, candidates=2))  # same words, same reading
 
 
 # -- data and loss ---------------------------------------------------------------------------------

