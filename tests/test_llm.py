@@ -463,9 +463,9 @@ def test_save_and_load_round_trip(tmp_path, causal_lm_dir, fashion_tokenizer):
 
 
 @pytest.mark.slow
-def test_cli_draws_with_a_reader_and_refuses_a_draw_only_model_ranking_itself(tmp_path, causal_lm_dir,
-                                                                              fashion_tokenizer, capsys,
-                                                                              monkeypatch):
+def test_cli_draws_with_a_reader_and_refuses_single_task_models_the_other_task(tmp_path, causal_lm_dir,
+                                                                               fashion_tokenizer, capsys,
+                                                                               monkeypatch):
     from peft import LoraConfig, get_peft_model
     from PIL import Image
 
@@ -492,6 +492,9 @@ def test_cli_draws_with_a_reader_and_refuses_a_draw_only_model_ranking_itself(tm
     assert "not to read" in capsys.readouterr().err
     assert main(["classify", "--model", str(folders["reader"]), image]) == 0
     assert capsys.readouterr().out.split(": ")[-1].strip() in NAMES.values()
+    by_reader = tmp_path / "by-reader.png"  # the read-only adapter refuses to draw: a usage error, no PNG
+    assert main(["draw", "--model", str(folders["reader"]), "--label", "bag", "--output", str(by_reader)]) == 2
+    assert "not to draw" in capsys.readouterr().err and not by_reader.exists()
     assert main([*draw, "--reader", str(folders["reader"]), "--n", "2", "--scale", "1"]) == 0
     expected = ImageLM.from_pretrained(folders["drawer"]).draw(
         "bag", 2, candidates=2, reader=ImageLM.from_pretrained(folders["reader"]))
