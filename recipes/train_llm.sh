@@ -10,13 +10,9 @@
 # of RESULTS.md on test images it never saw (experiments/llm_study.py).
 set -euo pipefail
 WORK="${1:-llm-work}"
-LABELS=recipes/configs/fashion-mnist-labels.json
-[ -d "$WORK/fashion/test" ] || python recipes/prepare_fashion_mnist.py "$WORK/fashion"
-lqae-tokenize "$WORK/fashion/train" --model fashion-mnist --output "$WORK/train.jsonl" --batch-size 256
-lqae-tokenize "$WORK/fashion/test" --model fashion-mnist --output "$WORK/test.jsonl" --batch-size 256
+source recipes/fashion_mnist_words.sh  # $WORK/{train,test}.jsonl, $WORK/study, LABELS
 lqae-llm train --data "$WORK/train.jsonl" --label-names "$LABELS" --output "$WORK/run" \
   --tasks read,draw --words-per-line 8 --max-images 2000 --epochs 1 --resume
-python experiments/llm_study.py splits --work "$WORK/study" --train "$WORK/train.jsonl" --test "$WORK/test.jsonl"
 python experiments/llm_study.py read --work "$WORK/study" --model "$WORK/run/final" --name shipped --set final
 python experiments/llm_study.py draw --work "$WORK/study" --model "$WORK/run/final" --name shipped \
   --per-class 20 --grid "$WORK/drawings.png"

