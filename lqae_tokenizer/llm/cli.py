@@ -2,9 +2,9 @@
 
     lqae-llm train --data fm-train.jsonl --label-names labels.json --output runs/llm   # Trainer + peft
     lqae-llm evaluate --model runs/llm/final --data fm-test.jsonl --label-names labels.json --limit 1000
-    lqae-llm classify --model fashion-mnist-smollm2 shoe.png coat.png
+    lqae-llm classify --model fashion-mnist-smollm2-read shoe.png coat.png
     lqae-llm draw --model fashion-mnist-smollm2 --label trouser --n 8 --output trousers.png
-    lqae-llm draw --model fashion-mnist-smollm2-draw --reader fashion-mnist-smollm2 --candidates 8 \
+    lqae-llm draw --model fashion-mnist-smollm2-draw --reader fashion-mnist-smollm2-read --candidates 8 \
         --label trouser --n 8 --output trousers.png   # a drawing adapter, a reading one picks the best of 8
 
 ``--data``: ``lqae-tokenize DIR --output x.jsonl`` files (labels = the images' parent folder names)

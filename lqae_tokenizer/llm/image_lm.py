@@ -336,7 +336,7 @@ class ImageLM:
         (:meth:`rerank`; k times the drawing time); k = 1 gives the plain samples, the same as before.
         ``reader``: another ImageLM over the same image tokenizer that ranks the candidates instead of
         this one (an adapter trained to read, for an adapter trained only to draw: e.g. the bundled
-        ``fashion-mnist-smollm2-draw`` with ``fashion-mnist-smollm2`` as reader); ``ValueError`` when its
+        ``fashion-mnist-smollm2-draw`` with ``fashion-mnist-smollm2-read`` as reader); ``ValueError`` when its
         codebook words differ, when it lacks ``label``, or with ``candidates`` = 1."""
         return self.image_tokenizer.batch_decode(self.draw_ids(label, n, seed=seed, temperature=temperature,
                                                                top_k=top_k, guidance=guidance,
