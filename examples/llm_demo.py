@@ -5,8 +5,9 @@
 
 Classifies each image (default: the bundled fashion-mnist sample images, test images the adapter never
 saw) with the bundled read-only ImageLM (SmolLM2-135M-Instruct + a LoRA adapter,
-``fashion-mnist-smollm2-read``), then has the bundled drawing adapter draw ``--n`` images of ``--draw``,
-each the best of ``--candidates`` samples by the reader's reading, and writes them side by side to ``--output`` (about a minute on 2 CPU cores).
+``fashion-mnist-smollm2-read``), then has the bundled drawing adapter draw ``--n`` images of
+``--draw``, each the best of ``--candidates`` samples by the reader's reading, and writes them side by
+side to ``--output`` (about a minute on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("llm-demo.png"))
     args = parser.parse_args()
 
-    lm = ImageLM.from_pretrained("fashion-mnist-smollm2-read")  # trained only to read; it cannot draw
+    reader = ImageLM.from_pretrained("fashion-mnist-smollm2-read")  # trained only to read; it cannot draw
     images = args.images or sample_images("fashion-mnist")
-    for path, label in zip(images, lm.classify(list(images))):
+    for path, label in zip(images, reader.classify(list(images))):
         print(f"{path.name}: {label}")
-    drawer = ImageLM.from_pretrained("fashion-mnist-smollm2-draw")  # trained only to draw; lm judges
+    drawer = ImageLM.from_pretrained("fashion-mnist-smollm2-draw")  # trained only to draw; reader judges
     drawings = drawer.draw(args.draw, args.n, seed=args.seed, candidates=args.candidates,
-                           reader=lm if args.candidates > 1 else None)
+                           reader=reader if args.candidates > 1 else None)
     image_row(drawings, scale=4).save(args.output)
     print(f"{args.n} drawings of {args.draw!r} -> {args.output}")
 

@@ -234,8 +234,8 @@ class ImageLM:
         settings before anything is sampled: ``ValueError`` for an unknown label, ``n`` < 1,
         ``temperature`` <= 0, ``candidates`` < 1, this adapter trained without the draw task, a reader
         with ``candidates`` = 1, a reader of other words or labels, or a ranking adapter trained without
-        the read task. :meth:`draw_ids` calls it
-        first; callers that report bad settings as usage errors call it themselves."""
+        the read task. :meth:`draw_ids` calls it first; callers that report bad settings as usage errors
+        call it themselves."""
         if label not in self.labels:
             raise ValueError(f"unknown label {label!r}; this ImageLM draws {self.labels}")
         if n < 1 or temperature <= 0 or candidates < 1:
