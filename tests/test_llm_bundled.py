@@ -95,9 +95,9 @@ def test_bundled_image_lm_reads_and_draws_offline():
 
 @pytest.mark.parametrize("folder", list(RECIPES), ids=lambda f: f.name)
 def test_the_recipe_reproduces_the_bundled_adapters_training_settings(folder):
-    """recipes/train_llm.sh (train_llm_drawer.sh, train_llm_reader.sh) is the documented way to rebuild a bundled adapter:
-    its last `lqae-llm train` line, parsed by the real command line, must give the settings the bundled
-    folder records."""
+    """recipes/train_llm.sh (train_llm_drawer.sh, train_llm_reader.sh) is the documented way to rebuild
+    a bundled adapter: its last `lqae-llm train` line, parsed by the real command line, must give the
+    settings the bundled folder records."""
     import shlex
     from dataclasses import asdict
     from pathlib import Path
