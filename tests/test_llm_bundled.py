@@ -74,8 +74,8 @@ def test_bundled_image_lm_reads_and_draws_offline():
     ids = lm.draw_ids("trouser", 2, seed=0)
     allowed = set(lm.image_tokenizer.codebook_ids.tolist())
     assert ids.shape == (2, 64) and set(ids.flatten().tolist()) <= allowed
-    assert torch.equal(ids, lm.draw_ids("trouser", 2, seed=0))  # seeded: the same call, the same drawings
-    # The drawer draws, the reader picks the best of its candidates (README's drawing demo); the drawer
+    # The drawer draws, the reader picks the best of its candidates (README's drawing demo; the kept rows
+    # are among the plain call's only because the same seed samples the same candidates); the drawer
     # alone refuses to read.
     drawer = ImageLM.from_pretrained("fashion-mnist-smollm2-draw")
     candidates = drawer.draw_ids("trouser", 4, seed=0)
