@@ -164,28 +164,34 @@ class ImageLM:
 
         return build_card(self.config_dict())
 
-    # -- reading -----------------------------------------------------------------------------------
+    # -- what the adapter was trained for -----------------------------------------------------------
+    # What to use instead when an adapter lacks a task (the error says it).
+    _INSTEAD = {
+        "read": "its labels would be guesses. Classify or rerank with an adapter trained with read "
+                "(e.g. ImageLM.from_pretrained('fashion-mnist-smollm2-read'); draw(..., reader=it))",
+        "draw": "its drawings would be guesses. Draw with an adapter trained with draw and rank its samples "
+                "with this one (e.g. ImageLM.from_pretrained('fashion-mnist-smollm2-draw')"
+                ".draw(label, n, candidates=8, reader=this_one))",
+    }
+
+    def require_task(self, task: str) -> None:
+        """``ValueError`` for an adapter trained without ``task`` (``"read"`` or ``"draw"``; e.g.
+        ``--tasks draw`` lacks read): that prompt was never trained, so its labels or drawings would be
+        the base LM's guesses, returned silently. Folders that do not record their tasks do both."""
+        tasks = self.training.get("tasks", list(self._INSTEAD))
+        if task not in tasks:
+            raise ValueError(f"this adapter was trained for the tasks {tasks} only, not to {task}: "
+                             + self._INSTEAD[task])
+
     def require_reading(self) -> None:
-        """``ValueError`` for an adapter trained without the read task (``--tasks draw``): its read prompt
-        was never trained, so its labels would be guesses, returned silently. Folders that do not record
-        their tasks are taken to read."""
-        tasks = self.training.get("tasks", ["read"])
-        if "read" not in tasks:
-            raise ValueError(f"this adapter was trained for the tasks {tasks} only, not to read: its labels "
-                             "would be guesses. Classify or rerank with an adapter trained with read "
-                             "(e.g. ImageLM.from_pretrained('fashion-mnist-smollm2'); draw(..., reader=it))")
+        """:meth:`require_task` for ``"read"`` (classify, scores, rerank, judging drawings)."""
+        self.require_task("read")
 
     def require_drawing(self) -> None:
-        """``ValueError`` for an adapter trained without the draw task (``--tasks read``): its draw prompt
-        was never trained, so its drawings would be the base LM's guesses, returned silently. Folders
-        that do not record their tasks are taken to draw."""
-        tasks = self.training.get("tasks", ["draw"])
-        if "draw" not in tasks:
-            raise ValueError(f"this adapter was trained for the tasks {tasks} only, not to draw: its drawings "
-                             "would be guesses. Draw with an adapter trained with draw and rank its samples "
-                             "with this one (e.g. ImageLM.from_pretrained('fashion-mnist-smollm2-draw')"
-                             ".draw(label, n, candidates=8, reader=this_one))")
+        """:meth:`require_task` for ``"draw"`` (draw, draw_ids)."""
+        self.require_task("draw")
 
+    # -- reading -----------------------------------------------------------------------------------
     def scores(self, images: Any, labels: Sequence[str] | None = None) -> torch.Tensor:
         """``float64 [B, C]``: each label's log-likelihood after each image's read prompt."""
 
