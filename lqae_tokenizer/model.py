@@ -41,6 +41,12 @@ class LQAEOutput:
     entropy_loss: torch.Tensor
 
 
+def no_mask_token_message() -> str:
+    return ("mask_ratio > 0 replaces masked positions by a mask token's embedding, and this language model's "
+            "tokenizer has no mask token (a causal LM has none): set mask_token to one of its special tokens "
+            "(e.g. mask_token='<|endoftext|>'), or mask_ratio=0")
+
+
 def _dtype_of(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
@@ -53,7 +59,8 @@ class LQAEModel(nn.Module):
         language_model: the frozen LM (codebook = its word embeddings).
         allowed_ids: ``LongTensor[K]`` ids the quantizer may produce (no special tokens); for a
             learned codebook, ``arange(config.learned_codebook_size)``.
-        mask_token_id: the LM's ``<mask>`` id, used for the random masking of training.
+        mask_token_id: the id whose embedding replaces masked positions in training (the LM's ``<mask>``,
+            or ``config.mask_token``'s); None when there is none (then ``mask_ratio`` must be 0).
     """
 
     def __init__(self, config: LQAEConfig, language_model: FrozenLanguageModel,
@@ -66,7 +73,7 @@ class LQAEModel(nn.Module):
                 f"{language_model.max_tokens}; raise patch_size or lower image_size"
             )
         if config.mask_ratio > 0 and mask_token_id is None:
-            raise ValueError("mask_ratio > 0 needs a language model with a mask token; set mask_ratio=0")
+            raise ValueError(no_mask_token_message())
         self.config = config
         width = language_model.hidden_size
         states = language_model.num_layers + 1  # embedding output + every layer
@@ -207,7 +214,7 @@ class LQAEModel(nn.Module):
             masked = torch.zeros(quantized.ids.shape, dtype=torch.bool, device=pixels.device)
         if mask is not None or mask_ratio > 0:
             if self.mask_token_id is None:
-                raise ValueError("masking needs a language model with a mask token")
+                raise ValueError(no_mask_token_message())
             lm_inputs = torch.where(masked.unsqueeze(-1), embeddings[self.mask_token_id], lm_inputs)
         decoder_input, hidden = self.decoder_input(lm_inputs)  # [B, N, H * layers], [B, N, H]
         reconstruction = self.decoder(decoder_input.to(_dtype_of(self.decoder)))

@@ -25,12 +25,12 @@ from . import bundled as bundled_models, checkpoint
 from .config import TRAINING_FIELDS, LQAEConfig
 from .language_model import FrozenLanguageModel, load_language_model, load_text_tokenizer, quiet_transformers
 from .lm_source import portable_name
-from .model import LQAEModel
+from .model import LQAEModel, no_mask_token_message
 from .model_card import CARD_NAME, build_model_card, read_training_facts
 from .preprocessing import prepare_batch
 from .quantizer import codebook_fingerprint
 from .text import TextCodec
-from .vocabulary import codebook_ids
+from .vocabulary import codebook_ids, mask_token_id
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -108,7 +108,8 @@ class ImageTokenizer:
         # (checkpoint folder, language model override) when loaded from one: how worker processes reload it.
         self.source: tuple[str, str | None] | None = None
         self._text = TextCodec(text_tokenizer, allowed, config.tokens_per_image)
-        self.model = LQAEModel(config, language_model, allowed, text_tokenizer.mask_token_id)
+        mask_id = mask_token_id(text_tokenizer, config.mask_token, allowed)
+        self.model = LQAEModel(config, language_model, allowed, mask_id)
         self.model.to(device=_default_device(device), dtype=dtype or torch.float32).eval()
 
     # -- loading and saving -----------------------------------------------------------------------
@@ -224,8 +225,12 @@ class ImageTokenizer:
         other = sorted(set(changes) - set(TRAINING_FIELDS))
         if other:
             raise ValueError(f"{other} describe the network, not its training; only {list(TRAINING_FIELDS)} can change")
-        self._config = dataclasses.replace(self._config, **changes)  # validated
-        self.model.config = self._config
+        config = dataclasses.replace(self._config, **changes)  # validated
+        mask_id = mask_token_id(self._text.tokenizer, config.mask_token, self._text.allowed_ids)
+        if config.mask_ratio > 0 and mask_id is None:
+            raise ValueError(no_mask_token_message())
+        self._config = config
+        self.model.config, self.model.mask_token_id = config, mask_id
 
     # -- properties -------------------------------------------------------------------------------
     @property

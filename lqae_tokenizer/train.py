@@ -18,7 +18,8 @@ from .training.config import MIXED_PRECISIONS, REPORT_TO, TRAIN_PRESETS, read_co
 
 # flag -> (type, help). The flag name is the config field name.
 FLAGS: dict[str, tuple[object, str]] = {
-    "language_model": (str, "frozen LM: Hub id or local folder (default: the preset's)"),
+    "language_model": (str, "frozen LM: Hub id, local folder, .gguf file or pkg: name; an encoder or a causal LM "
+                            "(default: the preset's)"),
     "codebook_vocabulary": (str, "'all' (paper) or 'words' (text round-trips exactly)"),
     "train_data_dir": (str, "image folder (recursive) or a .txt file listing image paths"),
     "validation_data_dir": (str, "held-out images for MSE/PSNR and reconstruction grids"),
@@ -44,6 +45,8 @@ FLAGS: dict[str, tuple[object, str]] = {
     "validation_steps": (int, "validate every N steps"),
     "max_grad_norm": (float, "gradient clipping norm (0 disables)"),
     "mask_ratio": (float, "fraction of tokens replaced by <mask> while training (paper: 0.5)"),
+    "mask_token": (str, "the token that stands for a masked position (default: the LM's own mask token; a causal "
+                        "LM has none, e.g. '<|endoftext|>')"),
     "quantizer": (str, "'language' (LQAE) or 'learned' (VQ-VAE baseline: own codebook, no LM; needs mask_ratio 0)"),
 }
 SWITCHES = {"compile": "torch.compile the encoder and decoder", "push_to_hub": "upload final/ when done",

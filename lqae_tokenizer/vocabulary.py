@@ -74,3 +74,21 @@ def codebook_ids(text_tokenizer: Any, num_embeddings: int, vocabulary: str = "al
             f"out of {num_embeddings} embeddings; use codebook_vocabulary='all' or another language model"
         )
     return torch.tensor(candidates, dtype=torch.long)
+
+
+def mask_token_id(text_tokenizer: Any, mask_token: str | None, allowed_ids: torch.Tensor) -> int | None:
+    """The id whose embedding stands for a masked position: ``mask_token``'s, or (None) the tokenizer's
+    own mask token's (None when it has none). ``ValueError`` when ``mask_token`` is not one token of
+    the vocabulary, or is a codebook id (a masked position must never look like an image word)."""
+    if mask_token is None:
+        return text_tokenizer.mask_token_id
+    found = text_tokenizer.convert_tokens_to_ids(mask_token)
+    unknown = getattr(text_tokenizer, "unk_token_id", None)
+    if found is None or (found == unknown and mask_token != text_tokenizer.unk_token):
+        specials = sorted(set(text_tokenizer.all_special_tokens))
+        raise ValueError(f"mask_token {mask_token!r} is not a token of the language model's vocabulary; "
+                         f"name one of its special tokens, e.g. {specials}")
+    if bool((allowed_ids == int(found)).any()):
+        raise ValueError(f"mask_token {mask_token!r} (id {found}) is a codebook word: a masked position would "
+                         "look like an image word; name a special token instead")
+    return int(found)

@@ -23,7 +23,7 @@ def test_tiny_preset_and_overrides():
 
 
 def test_unknown_preset_lists_valid_names():
-    with pytest.raises(ValueError, match=r"valid presets are \['demo', 'demo-vqvae', 'paper', 'tiny'\]"):
+    with pytest.raises(ValueError, match=r"valid presets are \['demo', 'demo-smollm2', 'demo-vqvae', 'paper', 'tiny'\]"):
         LQAEConfig.from_preset("Paper")
 
 

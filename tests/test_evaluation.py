@@ -150,12 +150,13 @@ def test_cached_batched_scores_equal_one_pass_per_label(tmp_path):
 
 def test_causal_lm_loader_names_the_extra_and_fails_fast(tmp_path, monkeypatch):
     from lqae_tokenizer.checkpoint import CheckpointError
-    from lqae_tokenizer.evaluation import causal_lm, load_causal_lm
+    from lqae_tokenizer import gguf_cache
+    from lqae_tokenizer.evaluation import load_causal_lm
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
-    real = causal_lm.importlib.util.find_spec
-    monkeypatch.setattr(causal_lm.importlib.util, "find_spec",
+    real = gguf_cache.importlib.util.find_spec
+    monkeypatch.setattr(gguf_cache.importlib.util, "find_spec",
                         lambda name, *a: None if name == "gguf" else real(name, *a))
     with pytest.raises(ImportError, match=r"lqae-tokenizer\[llm\]"):
         load_causal_lm(str(gguf))
@@ -163,7 +164,7 @@ def test_causal_lm_loader_names_the_extra_and_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
     with pytest.raises(CheckpointError, match="absent-llm"):
         load_causal_lm("lqae-tests/absent-llm")
-    with pytest.raises(ModuleNotFoundError, match="not installed"):
+    with pytest.raises(CheckpointError, match="not installed"):
         load_causal_lm("pkg:no_such_package_here/model.gguf")
 
 

@@ -176,6 +176,8 @@ TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+# The demo recipe over SmolLM2's own words (recipes/train_smollm2_words.sh).
+TRAIN_PRESETS["demo-smollm2"] = {**TRAIN_PRESETS["demo"], "model": {"preset": "demo-smollm2"}}
 # The ablation's VQ-VAE arm (RESULTS.md): the demo recipe with a learned codebook and no LM.
 TRAIN_PRESETS["demo-vqvae"] = {**TRAIN_PRESETS["demo"], "model": {"preset": "demo-vqvae"}}
 
