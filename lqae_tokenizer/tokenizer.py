@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +24,7 @@ from . import bundled as bundled_models, checkpoint
 from .config import TRAINING_FIELDS, LQAEConfig
 from .language_model import FrozenLanguageModel, load_language_model, load_text_tokenizer, quiet_transformers
 from .lm_source import portable_name
+from .folders import replace_folder
 from .model import LQAEModel, no_mask_token_message
 from .model_card import CARD_NAME, build_model_card, read_training_facts
 from .preprocessing import prepare_batch
@@ -133,8 +133,10 @@ class ImageTokenizer:
         """
         hub = dict(cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         if bundled_models.is_bundled(name_or_path):  # "photo", "fashion-mnist": shipped inside the package
+            reads = bundled_models.REGISTRY[name_or_path].language_model
             name_or_path = bundled_models.bundled_dir(name_or_path)
-            language_model = language_model if language_model is not None else bundled_models.minilm_path()
+            if language_model is None and reads == bundled_models.MINILM:
+                language_model = bundled_models.minilm_path()  # says which package to install when absent
         language_model_arg = language_model
         folder = checkpoint.resolve_folder(name_or_path, revision=revision, **hub)
         config = LQAEConfig.from_dict(checkpoint.read_config(folder))
@@ -181,20 +183,9 @@ class ImageTokenizer:
         lm = self.model.language_model
         # An untrained MLM head is not saved, so the bundled copy keeps reporting "no trained head".
         module = lm.model if lm.has_trained_head else lm.backbone
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".language_model."))
-        os.chmod(tmp, checkpoint.default_mode(directory=True))
-        try:
-            with quiet_transformers():
-                module.save_pretrained(str(tmp), safe_serialization=True)
-            self._text.tokenizer.save_pretrained(str(tmp))
-            for path in tmp.rglob("*"):  # transformers writes some files 0600
-                os.chmod(path, checkpoint.default_mode(directory=path.is_dir()))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with replace_folder(target, marker="config.json") as staging, quiet_transformers():
+            module.save_pretrained(str(staging), safe_serialization=True)
+            self._text.tokenizer.save_pretrained(str(staging))
 
     def push_to_hub(self, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
                     revision: str | None = None, commit_message: str = "Upload lqae-tokenizer checkpoint",

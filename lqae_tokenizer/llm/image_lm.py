@@ -22,30 +22,39 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from ..bundled import BUNDLED_DIR
-from ..checkpoint import CheckpointError, atomic_write_bytes, default_mode
+from ..checkpoint import CheckpointError, atomic_write_bytes
+from ..folders import replace_folder
 from ..tokenizer import ImageTokenizer
 from .constrained import CodebookWordsProcessor, WordTrie
+from .folder import (CONFIG_NAME, FORMAT_VERSION, TOKENIZER_DIR, check_adapter_files, check_pin, image_tokenizer_pin,
+                     language_model_pin, read_image_lm_config, resolve_image_lm)
 from .guidance import LabelGuidanceProcessor
 from .prompt import PromptFormat, check_labels, newline_id, token_ids
 
-FORMAT_VERSION = 1
-CONFIG_NAME = "image_lm.json"
-TOKENIZER_DIR = "image_tokenizer"
+__all__ = ["ImageLM", "codebook_words", "load_image_tokenizer", "require_llm_packages", "CONFIG_NAME",
+           "FORMAT_VERSION", "TOKENIZER_DIR"]
 
 
 def require_llm_packages() -> None:
-    """``ImportError`` naming the ``[llm]`` extra when peft (or GGUF support) is missing."""
-    missing = [m for m in ("peft", "gguf", "accelerate") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ImportError(f"ImageLM needs {', '.join(missing)}: pip install 'lqae-tokenizer[llm]'")
+    """``ImportError`` naming the ``[llm]`` extra when peft is missing (GGUF support is asked for only
+    when a GGUF model is converted, :mod:`~lqae_tokenizer.gguf_cache`)."""
+    if importlib.util.find_spec("peft") is None:
+        raise ImportError("ImageLM needs peft: pip install 'lqae-tokenizer[llm]'")
+
+
+def check_label_list(labels: Any, llm_tokenizer: Any) -> list[str]:
+    """``labels`` as a list of label names the LM can tell apart (:func:`check_labels`); ``TypeError``
+    for a single string or anything but a list or tuple (a string would be read as its characters)."""
+    if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
+        raise TypeError(f"labels must be a list of label names, e.g. ['coat', 'bag'], got {labels!r}")
+    check_labels(llm_tokenizer, labels)
+    return list(labels)
 
 
 def load_image_tokenizer(name: str, folder: Path | None = None):
@@ -84,7 +93,8 @@ class ImageLM:
 
     def __init__(self, image_tokenizer: Any, model: Any, llm_tokenizer: Any, labels: Sequence[str], *,
                  prompt: PromptFormat | None = None, language_model: str | None = None,
-                 image_tokenizer_name: str | None = None, training: dict[str, Any] | None = None) -> None:
+                 image_tokenizer_name: str | None = None, training: dict[str, Any] | None = None,
+                 pins: dict[str, str] | None = None) -> None:
         check_labels(llm_tokenizer, labels)
         self.image_tokenizer = image_tokenizer
         self.model = model.eval()
@@ -96,68 +106,101 @@ class ImageLM:
         self.training = dict(training or {})
         self.word_ids = codebook_words(image_tokenizer)
         self._trie: WordTrie | None = None
+        self.pins = dict(pins) if pins else self._pins_of_models()
+
+    def _pins_of_models(self) -> dict[str, str]:
+        """The pins of the models in hand: the image tokenizer's, and the LM's when its table is float32
+        (a pin of a bf16 copy would never match the float32 table a later load checks it against)."""
+        pins = {"image_tokenizer": image_tokenizer_pin(self.image_tokenizer)}
+        embeddings = getattr(self._base(), "get_input_embeddings", lambda: None)()
+        if embeddings is not None and embeddings.weight.dtype == torch.float32:
+            pins["language_model"] = language_model_pin(self._base())
+        return pins
 
     # -- loading and saving ------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, dtype: torch.dtype | None = None) -> "ImageLM":
-        """Load a folder written by :meth:`save_pretrained`, or a bundled one by name (e.g.
-        ``"fashion-mnist-smollm2"``). The LM is loaded by its recorded name (offline first) with the
-        adapter on top; ``CheckpointError`` when something is missing or of another format."""
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                        revision: str | None = None, cache_dir: str | None = None, local_files_only: bool = False,
+                        token: str | bool | None = None) -> "ImageLM":
+        """Load a folder written by :meth:`save_pretrained`, a bundled ImageLM by name (e.g.
+        ``"fashion-mnist-smollm2-read"``) or a Hub repo (``revision``, ``cache_dir``,
+        ``local_files_only``, ``token`` as for the tokenizer). The LM is loaded by its recorded name
+        (offline first) with the adapter on top, in ``dtype`` (default float32).
+
+        Everything that can be checked before the LM's weights load is (:mod:`~lqae_tokenizer.llm.folder`):
+        ``image_lm.json``, the adapter files, the image tokenizer and its pin, the recorded words per image,
+        the labels under the LM's tokenizer; then the LM's own pin. Any failure is one ``CheckpointError``.
+        """
         require_llm_packages()
         from peft import PeftModel
 
         from ..evaluation.causal_lm import load_causal_lm
+        from ..language_model import load_text_tokenizer
 
-        folder = Path(name_or_path).expanduser()
-        if not folder.is_dir() and (BUNDLED_DIR / str(name_or_path)).is_dir():
-            folder = BUNDLED_DIR / str(name_or_path)
-        config_file = folder / CONFIG_NAME
-        if not config_file.is_file():
-            raise CheckpointError(f"{name_or_path!s} is not an ImageLM folder: no {CONFIG_NAME} in {folder}")
-        config = json.loads(config_file.read_text())
-        if config.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{config_file}: format_version {config.get('format_version')!r}, "
-                                  f"this version of lqae-tokenizer reads {FORMAT_VERSION}")
+        folder = resolve_image_lm(name_or_path, revision=revision, cache_dir=cache_dir,
+                                  local_files_only=local_files_only, token=token)
+        config = read_image_lm_config(folder)
+        check_adapter_files(folder)
         image_tokenizer = load_image_tokenizer(config["image_tokenizer"], folder)
-        base, llm_tokenizer = load_causal_lm(config["language_model"], dtype=dtype)
+        check_pin(config, "image_tokenizer", image_tokenizer_pin(image_tokenizer), config["image_tokenizer"])
+        recorded = config.get("tokens_per_image", image_tokenizer.tokens_per_image)
+        if recorded != image_tokenizer.tokens_per_image:
+            raise CheckpointError(f"{folder / CONFIG_NAME}: trained on {recorded} words per image, but the image "
+                                  f"tokenizer {config['image_tokenizer']!r} writes {image_tokenizer.tokens_per_image}")
+        try:
+            check_labels(load_text_tokenizer(config["language_model"]), config["labels"])
+        except ValueError as err:
+            raise CheckpointError(f"{folder / CONFIG_NAME}: its labels do not work with its LM: {err}") from err
+        base, llm_tokenizer = load_causal_lm(config["language_model"])
+        check_pin(config, "language_model", language_model_pin(base), config["language_model"])
+        if dtype is not None:
+            base.to(dtype)
         model = PeftModel.from_pretrained(base, str(folder))
         model.merge_adapter()  # inference: the LoRA products folded into the weights (~25% faster on a CPU)
         return cls(image_tokenizer, model, llm_tokenizer, config["labels"],
                    prompt=PromptFormat.from_dict(config["prompt"]), language_model=config["language_model"],
                    image_tokenizer_name=config["image_tokenizer"] if config["image_tokenizer"] != TOKENIZER_DIR else None,
-                   training=config.get("training"))
+                   training=config.get("training"), pins=config.get("pins"))
 
     def config_dict(self) -> dict[str, Any]:
         """What ``image_lm.json`` holds."""
         return {"format_version": FORMAT_VERSION, "language_model": self.language_model,
                 "image_tokenizer": self.image_tokenizer_name or TOKENIZER_DIR, "labels": self.labels,
                 "prompt": self.prompt.to_dict(), "tokens_per_image": self.image_tokenizer.tokens_per_image,
-                "training": self.training}
+                "training": self.training, "pins": self.pins}
 
     def save_pretrained(self, folder: str | os.PathLike, *, card: str | None = None) -> Path:
-        """Write the folder (built in a temporary folder beside it, then renamed: never half-written)."""
+        """Write the folder: built beside it, then swapped in whole (:func:`~lqae_tokenizer.folders.replace_folder`:
+        readers see the old folder or the new one, never a half-written one). An existing folder is
+        replaced only if it is an ImageLM folder or empty; any other is refused (``FileExistsError``),
+        so nothing a user kept there is deleted."""
         if self.language_model is None:
             raise ValueError("language_model is unknown: set ImageLM.language_model to the name it loads from")
         if not hasattr(self.model, "save_pretrained") or not hasattr(self.model, "peft_config"):
             raise ValueError("save_pretrained needs the model as a peft model (the LoRA adapter is what is saved)")
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with replace_folder(folder, marker=CONFIG_NAME) as staging:
             self.model.save_pretrained(str(staging))
             if self.image_tokenizer_name is None:
                 self.image_tokenizer.save_pretrained(staging / TOKENIZER_DIR)
             atomic_write_bytes(staging / CONFIG_NAME, (json.dumps(self.config_dict(), indent=1) + "\n").encode())
             atomic_write_bytes(staging / "README.md", (card or self.card()).encode())
-            for path in [staging, *staging.rglob("*")]:  # mkdtemp and some writers use 0700/0600
-                os.chmod(path, default_mode(directory=path.is_dir()))
-            if folder.exists():
-                shutil.rmtree(folder)
-            staging.rename(folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return folder
+
+    def push_to_hub(self, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
+                    revision: str | None = None, commit_message: str = "Upload ImageLM adapter") -> str:
+        """Upload the folder :meth:`save_pretrained` writes to the Hugging Face Hub; returns the commit URL.
+        It names its LM and a bundled image tokenizer portably, so ``from_pretrained(repo_id)`` works
+        wherever those are installed."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "image_lm")
+            info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                                     commit_message=commit_message)
+        return str(getattr(info, "commit_url", info))
 
     def card(self) -> str:
         from .card import build_card
@@ -195,8 +238,7 @@ class ImageLM:
     def scores(self, images: Any, labels: Sequence[str] | None = None) -> torch.Tensor:
         """``float64 [B, C]``: each label's log-likelihood after each image's read prompt."""
 
-        labels = self.labels if labels is None else list(labels)
-        check_labels(self.llm_tokenizer, labels)
+        labels = self.labels if labels is None else check_label_list(labels, self.llm_tokenizer)
         texts = self.image_tokenizer.to_text(images if isinstance(images, (list, tuple)) else [images])
         return self.scores_of_texts(texts, labels)
 
@@ -205,14 +247,14 @@ class ImageLM:
         from ..evaluation.fewshot import score_queries_batched
 
         self.require_reading()
-        labels = self.labels if labels is None else list(labels)
+        labels = self.labels if labels is None else check_label_list(labels, self.llm_tokenizer)
         queries = [self.prompt.read_prompt(t) for t in texts]
         return torch.tensor(score_queries_batched(self._base(), self.llm_tokenizer, queries, labels),
                             dtype=torch.float64)
 
     def classify(self, images: Any, labels: Sequence[str] | None = None) -> list[str]:
         """The likeliest label of each image (a list even for one image)."""
-        labels = self.labels if labels is None else list(labels)
+        labels = self.labels if labels is None else check_label_list(labels, self.llm_tokenizer)
         return [labels[i] for i in self.scores(images, labels).argmax(1).tolist()]
 
     # -- drawing -----------------------------------------------------------------------------------
