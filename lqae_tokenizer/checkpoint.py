@@ -129,19 +129,22 @@ def read_weights(folder: Path, expected: dict[str, torch.Tensor]) -> dict[str, t
 
 def resolve_folder(name_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None,
                    local_files_only: bool = False, token: str | bool | None = None,
-                   patterns: list[str] | None = None) -> Path:
+                   patterns: list[str] | None = None, bundled: list[str] | None = None) -> Path:
     """A local checkpoint folder for ``name_or_path``: the folder itself, or a Hub snapshot.
 
     Hub ids go through ``huggingface_hub.snapshot_download`` (honours ``HF_ENDPOINT``,
     ``HF_HUB_OFFLINE`` and the cache) and fetch only ``patterns`` (default :data:`HUB_PATTERNS`, a
-    tokenizer's files); every file fetched is checked against the hash the Hub advertised.
+    tokenizer's files); every file fetched is checked against the hash the Hub advertised. Errors are
+    one line; ``bundled`` (the bundled names of the kind asked for) is listed in them, since a name that
+    is neither a folder nor on the Hub is most often a misspelt bundled one.
     """
+    also = f"; bundled names are {bundled}" if bundled else ""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
     text = os.fspath(name_or_path)
     if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
-        raise CheckpointError(f"{text!r} is not a checkpoint folder (and not a Hub id of the form 'org/name')")
+        raise CheckpointError(f"{text!r} is not a checkpoint folder (and not a Hub id of the form 'org/name'){also}")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -151,13 +154,18 @@ def resolve_folder(name_or_path: str | os.PathLike, *, revision: str | None = No
                                         allow_patterns=patterns or HUB_PATTERNS))
     except LocalEntryNotFoundError as err:
         raise CheckpointError(
-            f"{text!r} is not in the local Hugging Face cache and downloading is disabled or failed "
-            f"(offline mode or local_files_only=True): {err}"
+            f"{text!r} is not a folder and not in the local Hugging Face cache, and downloading it is disabled or "
+            f"failed (offline mode or local_files_only=True){also}. The Hub said: {_one_line(err)}"
         ) from err
     except (RepositoryNotFoundError, HfHubHTTPError) as err:
-        raise CheckpointError(f"cannot fetch {text!r} from the Hugging Face Hub: {err}") from err
+        raise CheckpointError(f"cannot fetch {text!r} from the Hugging Face Hub{also}: {_one_line(err)}") from err
     verify_snapshot(folder)
     return folder
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line (huggingface_hub's span several)."""
+    return " ".join(str(err).split())
 
 
 def _git_blob_sha1(data: bytes) -> str:

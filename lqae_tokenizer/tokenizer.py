@@ -138,7 +138,8 @@ class ImageTokenizer:
             if language_model is None and reads == bundled_models.MINILM:
                 language_model = bundled_models.minilm_path()  # says which package to install when absent
         language_model_arg = language_model
-        folder = checkpoint.resolve_folder(name_or_path, revision=revision, **hub)
+        folder = checkpoint.resolve_folder(name_or_path, revision=revision, **hub,
+                                           bundled=bundled_models.names(bundled_models.TOKENIZER))
         config = LQAEConfig.from_dict(checkpoint.read_config(folder))
         bundled = folder / checkpoint.LANGUAGE_MODEL_DIR
         if language_model is not None:

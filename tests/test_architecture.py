@@ -5,6 +5,7 @@ too; ``from . import x`` counts as an import of the submodule ``x`` when there i
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +90,37 @@ def test_the_package_has_no_import_circle():
     graph = {name: imported_modules(name, path, set(files)) for name, path in files.items()}
     assert "lqae_tokenizer.search" in graph["lqae_tokenizer.quantizer"]  # the reader resolves relative imports
     assert import_cycles(graph) == []
+
+
+def test_the_kernels_folder_never_shadows_the_top_level_kernels_package(tmp_path):
+    """transformers >= 5.25 imports Hugging Face's ``kernels``; run from the repository root, our folder
+    must never be what ``import kernels`` gives (docs/architecture.md): it steps aside for the package
+    installed elsewhere, or fails as if it were not there."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    (site / "kernels").mkdir(parents=True)
+    (site / "kernels" / "__init__.py").write_text("WHO = 'the installed kernels package'\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    code = "import kernels, lqae_tokenizer.kernels.reference as r; print(kernels.WHO); print(r.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    who, reference = out.stdout.splitlines()
+    assert who == "the installed kernels package"
+    assert Path(reference) == ROOT / "kernels" / "reference.py" or "site-packages" in reference
+    probe = "import kernels; print(getattr(kernels, '__file__', None), sorted(vars(kernels)))"
+    absent = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    installed = subprocess.run([sys.executable, "-c", "import importlib.metadata as m; m.version('kernels')"],
+                               cwd=tmp_path, capture_output=True, timeout=120).returncode == 0
+    assert absent.returncode == 0, absent.stderr[-2000:]
+    if not installed:  # no Hugging Face kernels here: an empty namespace-like module, none of our code
+        assert absent.stdout.startswith("None ") and "reference" not in absent.stdout
+    # transformers' own availability check (which imports the package when it has no metadata) agrees.
+    check = ("from transformers.utils.import_utils import is_kernels_available as a; "
+             "import lqae_tokenizer.kernels.reference; print(a())")
+    seen = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert seen.returncode == 0, seen.stderr[-2000:]
+    assert seen.stdout.strip() == str(installed)

@@ -3,14 +3,15 @@
     lqae-llm train --data fm-train.jsonl --label-names labels.json --output runs/llm   # Trainer + peft
     lqae-llm evaluate --model runs/llm/final --data fm-test.jsonl --label-names labels.json --limit 1000
     lqae-llm classify --model fashion-mnist-smollm2-read shoe.png coat.png
-    lqae-llm draw --model fashion-mnist-smollm2 --label trouser --n 8 --output trousers.png
+    lqae-llm labels fashion-mnist-smollm2-read                                     # its labels and tasks
     lqae-llm draw --model fashion-mnist-smollm2-draw --reader fashion-mnist-smollm2-read --candidates 8 \
         --label trouser --n 8 --output trousers.png   # a drawing adapter, a reading one picks the best of 8
 
 ``--data``: ``lqae-tokenize DIR --output x.jsonl`` files (labels = the images' parent folder names)
 or ``datasets`` folders with ``text`` and ``label`` columns. ``--label-names``: a JSON object or
-``0=T-shirt,1=trouser,...`` renaming raw labels. ``--model``: an ImageLM folder or a bundled name.
-Usage errors exit 2 with one line; ``--help`` on each subcommand lists its options.
+``0=T-shirt,1=trouser,...`` renaming raw labels. ``--model``: an ImageLM folder, a bundled name or a
+Hub id. Every mistake that can be found before the LM loads is (names, labels, tasks, image files,
+output places): one line on stderr, exit status 2. ``--help`` on each subcommand lists its options.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..evaluation.causal_lm import SMOLLM2
+from ..bundled import IMAGE_LM, SMOLLM2, names
+from ..checkpoint import CheckpointError
+from ..cli.common import UsageError
 
 PROG = "lqae-llm"
-
-
-class UsageError(Exception):
-    """A problem with the command line itself: one line on stderr, exit status 2."""
+MAX_DRAWINGS = 256  # --n: drawings in one PNG row
+MAX_SCALE = 32  # --scale: a 32x32 drawing becomes at most 1024x1024 pixels
+TASK_ADVICE = {"read": "use a reading adapter, e.g. fashion-mnist-smollm2-read",
+               "draw": "use a drawing adapter, e.g. fashion-mnist-smollm2-draw"}
 
 
 def parse_label_names(value: str | None) -> dict[str, str] | None:
@@ -81,11 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     train.add_argument("--no-progress-bar", action="store_true")
 
+    labels = sub.add_parser("labels", help="print an ImageLM's labels (one per line) and what it was trained to do")
+    labels.add_argument("model", help=f"ImageLM folder, Hub id or bundled name ({', '.join(names(IMAGE_LM))})")
+
     evaluate = sub.add_parser("evaluate", help="reading accuracy on labelled image text")
     evaluate.add_argument("--model", required=True, help="ImageLM folder or bundled name")
     evaluate.add_argument("--data", nargs="+", required=True, help="lqae-tokenize JSONL files or datasets folders")
     evaluate.add_argument("--label-names", help="as for train")
-    evaluate.add_argument("--limit", type=int, help="the first N records after a seeded shuffle (seed 0)")
+    evaluate.add_argument("--limit", type=int, help="the first N >= 1 records after a seeded shuffle (seed 0)")
     evaluate.add_argument("--json", type=Path, help="also write the numbers here")
 
     classify = sub.add_parser("classify", help="print the likeliest label of each image")
@@ -95,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     draw = sub.add_parser("draw", help="draw a named class to a PNG")
     draw.add_argument("--model", required=True, help="ImageLM folder or bundled name")
     draw.add_argument("--label", required=True, help="the class to draw")
-    draw.add_argument("--n", type=int, default=1, help="how many drawings (side by side in one PNG)")
+    draw.add_argument("--n", type=int, default=1, help=f"how many drawings, 1-{MAX_DRAWINGS} (side by side in one PNG)")
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--temperature", type=float, default=1.0)
     draw.add_argument("--guidance", type=float, default=1.0,
@@ -105,19 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
                            "(costs that many times the drawing time; 1: plain samples)")
     draw.add_argument("--reader", help="rank the candidates by this ImageLM's reading instead of --model's "
                                        "(folder or bundled name; for a draw-only --model)")
-    draw.add_argument("--scale", type=int, default=4, help="enlarge each drawing this many times")
+    draw.add_argument("--scale", type=int, default=4, help=f"enlarge each drawing this many times (1-{MAX_SCALE})")
     draw.add_argument("--output", required=True, type=Path, help="PNG file to write")
     return parser
 
 
 def _check_output(path: Path | None, flag: str) -> None:
     """An output file that cannot be written is a usage error before anything loads."""
-    from ..cli.common import UsageError as CliUsageError, check_output_file
+    from ..cli.common import check_output_file
 
-    try:
-        check_output_file(path, flag)
-    except CliUsageError as err:
-        raise UsageError(str(err)) from None
+    check_output_file(path, flag)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -148,16 +151,51 @@ def _training_config(args: argparse.Namespace):
         seed=args.seed, save_steps=args.save_steps, resume=args.resume, progress_bar=not args.no_progress_bar)
 
 
-def _reading_model(name: str):
-    """The ImageLM ``name``; a usage error when it was trained without the read task."""
+def _model_config(flag: str, name: str, task: str | None = None) -> dict:
+    """``image_lm.json`` of the ImageLM ``name`` (checked, before any model loads); a usage error naming
+    the bundled ImageLMs when it is not one, or when it was trained without ``task``."""
+    from .folder import read_image_lm_config, resolve_image_lm
+
+    try:
+        config = read_image_lm_config(resolve_image_lm(name))
+    except (CheckpointError, TypeError) as err:
+        raise UsageError(f"{flag} {name}: {err}") from None
+    tasks = config.get("training", {}).get("tasks", ["read", "draw"])
+    if task is not None and task not in tasks:
+        raise UsageError(f"{flag} {name} was trained to {' and '.join(tasks)} only, not to {task}: {TASK_ADVICE[task]}")
+    return config
+
+
+def _load(name: str):
     from .image_lm import ImageLM
 
-    image_lm = ImageLM.from_pretrained(name)
     try:
-        image_lm.require_reading()
-    except ValueError as err:
+        return ImageLM.from_pretrained(name)
+    except CheckpointError as err:  # found only once loading (e.g. a pin): still one line
         raise UsageError(f"--model {name}: {err}") from None
-    return image_lm
+
+
+def _labels(args: argparse.Namespace) -> int:
+    config = _model_config("model", args.model)
+    print("\n".join(config["labels"]))
+    tasks = config.get("training", {}).get("tasks", ["read", "draw"])
+    print(f"{PROG}: {len(config['labels'])} labels; trained to {' and '.join(tasks)}", file=sys.stderr)
+    return 0
+
+
+def _check_images(paths: Sequence[str]) -> None:
+    """Every path an image Pillow can decode, before the model loads (a usage error naming the first bad one)."""
+    from ..images import InvalidImageError, to_tensor
+
+    for path in paths:
+        if Path(path).is_dir():
+            raise UsageError(f"{path} is a folder: give image files (e.g. {path}/*.png)")
+        if not Path(path).is_file():
+            raise UsageError(f"no such image file: {path}")
+        try:
+            to_tensor(path)
+        except (InvalidImageError, OSError, ValueError, TypeError) as err:
+            raise UsageError(f"{path} is not an image this package can read: {err}") from None
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -165,9 +203,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import reading_accuracy
     from .training import select_images
 
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1 (leave it out to evaluate every record), got {args.limit}")
     _check_output(args.json, "--json")
+    _model_config("--model", args.model, "read")
     items = select_images(read_labelled_text(args.data, parse_label_names(args.label_names)), args.limit, 0)
-    image_lm = _reading_model(args.model)
+    image_lm = _load(args.model)
     result = reading_accuracy(image_lm, items, progress=True)
     print(f"accuracy {result['accuracy']:.4f} +- {result['ci95']:.4f} (95% CI) on {result['n']} images, "
           f"{result['images_per_second']:.1f} images/s")
@@ -178,10 +219,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise UsageError(f"no such image file: {missing[0]}")
-    image_lm = _reading_model(args.model)
+    _model_config("--model", args.model, "read")
+    _check_images(args.images)
+    image_lm = _load(args.model)
     for path, label in zip(args.images, image_lm.classify(list(args.images))):
         print(f"{path}: {label}")
     return 0
@@ -189,12 +229,13 @@ def _classify(args: argparse.Namespace) -> int:
 
 def _draw(args: argparse.Namespace) -> int:
     from ..imaging import image_row
-    from .image_lm import ImageLM
 
     if args.output.suffix.lower() != ".png":
         raise UsageError(f"--output must be a .png file, got {args.output}")
-    if args.n < 1 or args.scale < 1:
-        raise UsageError("--n and --scale must be at least 1")
+    if not 1 <= args.n <= MAX_DRAWINGS or not 1 <= args.scale <= MAX_SCALE:
+        raise UsageError(f"--n must be 1-{MAX_DRAWINGS} and --scale 1-{MAX_SCALE}, got {args.n} and {args.scale}")
+    if not args.temperature > 0:
+        raise UsageError(f"--temperature must be > 0, got {args.temperature}")
     if not 1.0 <= args.guidance < float("inf"):
         raise UsageError(f"--guidance must be a number >= 1 (1: no guidance), got {args.guidance}")
     if args.candidates < 1:
@@ -202,10 +243,15 @@ def _draw(args: argparse.Namespace) -> int:
     if args.reader and args.candidates < 2:
         raise UsageError(f"--reader ranks candidates: give --candidates 2 or more (e.g. 8), got {args.candidates}")
     _check_output(args.output, "--output")
-    image_lm = ImageLM.from_pretrained(args.model)
-    if args.label not in image_lm.labels:
-        raise UsageError(f"unknown --label {args.label!r}; this model draws {image_lm.labels}")
-    reader = ImageLM.from_pretrained(args.reader) if args.reader else None
+    config = _model_config("--model", args.model, "draw")
+    if args.label not in config["labels"]:
+        raise UsageError(f"unknown --label {args.label!r}; this model draws {config['labels']}")
+    if args.reader:
+        _check_reader(config, _model_config("--reader", args.reader, "read"), args.label)
+    elif args.candidates > 1:
+        _model_config("--model", args.model, "read")  # it ranks its own candidates
+    image_lm = _load(args.model)
+    reader = _load(args.reader) if args.reader else None
     try:  # only the settings' check: an error from deeper inside draw keeps its traceback
         image_lm.check_draw(args.label, args.n, temperature=args.temperature, candidates=args.candidates,
                             reader=reader)
@@ -219,9 +265,20 @@ def _draw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_reader(drawer: dict, reader: dict, label: str) -> None:
+    """The reader reads the drawer's words (same image tokenizer and words per image) and knows ``label``."""
+    ours = (drawer["image_tokenizer"], drawer.get("tokens_per_image"))
+    theirs = (reader["image_tokenizer"], reader.get("tokens_per_image"))
+    if ours != theirs:
+        raise UsageError(f"--reader reads the words of {theirs[0]} ({theirs[1]} per image), --model draws those of "
+                         f"{ours[0]} ({ours[1]} per image): pair adapters of the same image tokenizer")
+    if label not in reader["labels"]:
+        raise UsageError(f"--reader does not know the label {label!r}; it reads {reader['labels']}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": _train, "evaluate": _evaluate, "classify": _classify, "draw": _draw}
+    commands = {"train": _train, "evaluate": _evaluate, "classify": _classify, "draw": _draw, "labels": _labels}
     try:
         return commands[args.command](args)
     except UsageError as err:

@@ -58,7 +58,7 @@ def resolve_image_lm(name_or_path: Any, *, revision: str | None = None, cache_di
         raise CheckpointError(f"{name!r} is neither a bundled ImageLM ({', '.join(bundled.names(bundled.IMAGE_LM))}), "
                               "nor a folder, nor a Hub id of the form 'org/name'")
     return resolve_folder(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                          token=token, patterns=HUB_PATTERNS)
+                          token=token, patterns=HUB_PATTERNS, bundled=bundled.names(bundled.IMAGE_LM))
 
 
 def read_image_lm_config(folder: Path) -> dict[str, Any]:
