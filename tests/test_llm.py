@@ -485,7 +485,7 @@ def test_cli_draws_with_a_reader_and_refuses_single_task_models_the_other_task(t
     assert "not to read" in capsys.readouterr().err and not png.exists()  # no PNG of unranked guesses
     image = str(fashion_records(1)[0][0])
     assert main(["classify", "--model", str(folders["drawer"]), image]) == 2
-    assert "trained for the tasks ['draw'] only" in capsys.readouterr().err
+    assert "trained to draw only, not to read" in capsys.readouterr().err
     data = tmp_path / "test.jsonl"
     data.write_text(json.dumps({"path": "x/coat/1.png", "text": fashion_tokenizer.to_text([image])[0]}) + "\n")
     assert main(["evaluate", "--model", str(folders["drawer"]), "--data", str(data)]) == 2

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..bundled import IMAGE_LM, SMOLLM2, names
+from ..bundled import IMAGE_LM, names
 from ..checkpoint import CheckpointError
 from ..cli.common import UsageError
 
@@ -53,6 +53,47 @@ def parse_label_names(value: str | None) -> dict[str, str] | None:
     return {str(k): v for k, v in names.items()}
 
 
+# AdapterTrainingConfig field -> (flag, help). The defaults come from the dataclass, never repeated here.
+TRAIN_FLAGS = {
+    "image_tokenizer": ("--image-tokenizer", "bundled name, folder or Hub id of the tokenizer that wrote --data"),
+    "language_model": ("--lm", "causal LM: Hub id, folder, .gguf or pkg:<module>/<file>"),
+    "tasks": ("--tasks", "comma list of read, draw"),
+    "words_per_line": ("--words-per-line", "lay each image's words out as grid rows of N words, a line break "
+                                           "between rows (8 for an 8x8 grid; 0: one line, the paper's format)"),
+    "max_images": ("--max-images", "use the first N images after a seeded shuffle (default: all)"),
+    "epochs": ("--epochs", "passes over the images"),
+    "batch_size": ("--batch-size", "examples per device per step"),
+    "gradient_accumulation_steps": ("--gradient-accumulation-steps", "micro-batches per optimizer step"),
+    "learning_rate": ("--lr", "peak learning rate (cosine schedule)"),
+    "lora_rank": ("--lora-rank", "LoRA rank"),
+    "lora_alpha": ("--lora-alpha", "LoRA alpha"),
+    "target_modules": ("--target-modules", "comma list of the linear layers that get LoRA matrices"),
+    "precision": ("--precision", "bf16 autocast or float32; auto: bf16 on CUDA, float32 on a CPU"),
+    "seed": ("--seed", "seed of the image subset, the LoRA initialisation and the data order"),
+    "save_steps": ("--save-steps", "checkpoint every N optimizer steps"),
+}
+
+
+def _comma_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :data:`TRAIN_FLAGS` field, its type and default taken from ``AdapterTrainingConfig``."""
+    import dataclasses
+
+    from .training import PRECISIONS, AdapterTrainingConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(AdapterTrainingConfig)}
+    for name, (flag, text) in TRAIN_FLAGS.items():
+        default = defaults[name]
+        kind = {tuple: _comma_list, type(None): int}.get(type(default), type(default))
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        extra = {"choices": PRECISIONS} if name == "precision" else {}
+        parser.add_argument(flag, dest=name, type=kind, default=default,
+                            help=text + ("" if default is None else f" (default: {shown})"), **extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,26 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", nargs="+", required=True, help="lqae-tokenize JSONL files or datasets folders")
     train.add_argument("--output", required=True, help="run folder: checkpoints/ and final/ (the ImageLM)")
     train.add_argument("--label-names", help="JSON object/file or RAW=NAME,... renaming raw labels")
-    train.add_argument("--image-tokenizer", default="fashion-mnist", help="bundled name, folder or Hub id")
-    train.add_argument("--lm", default=SMOLLM2,
-                       help="causal LM: Hub id, folder, .gguf or pkg:<module>/<file> (default: SmolLM2-135M-Instruct)")
-    train.add_argument("--tasks", default="read,draw", help="comma list of read, draw (default: both)")
-    train.add_argument("--words-per-line", type=int, default=0,
-                       help="lay each image's words out as grid rows of N words, a line break between rows "
-                            "(8 for an 8x8 grid; default 0: one line, the paper's format)")
-    train.add_argument("--max-images", type=int, help="use the first N images after a seeded shuffle")
-    train.add_argument("--epochs", type=float, default=1.0)
-    train.add_argument("--batch-size", type=int, default=8, help="examples per device per step")
-    train.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    train.add_argument("--lr", type=float, default=4e-4, help="peak learning rate (cosine schedule)")
-    train.add_argument("--lora-rank", type=int, default=16)
-    train.add_argument("--lora-alpha", type=int, default=32)
-    train.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                       help="the linear layers that get LoRA matrices (default: every one of a Llama block)")
-    train.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                       help="bf16 autocast or float32; auto: bf16 on CUDA, float32 on a CPU (default)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--save-steps", type=int, default=200, help="checkpoint every N optimizer steps")
+    _add_training_flags(train)
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     train.add_argument("--no-progress-bar", action="store_true")
 
@@ -142,13 +164,8 @@ def _training_config(args: argparse.Namespace):
     from .training import AdapterTrainingConfig
 
     return AdapterTrainingConfig(
-        data=args.data, output_dir=args.output, image_tokenizer=args.image_tokenizer, language_model=args.lm,
-        label_names=parse_label_names(args.label_names), tasks=tuple(t.strip() for t in args.tasks.split(",")),
-        words_per_line=args.words_per_line, max_images=args.max_images, epochs=args.epochs, batch_size=args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.lr,
-        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-        target_modules=tuple(m.strip() for m in args.target_modules.split(",")), precision=args.precision,
-        seed=args.seed, save_steps=args.save_steps, resume=args.resume, progress_bar=not args.no_progress_bar)
+        data=args.data, output_dir=args.output, label_names=parse_label_names(args.label_names),
+        resume=args.resume, progress_bar=not args.no_progress_bar, **{name: getattr(args, name) for name in TRAIN_FLAGS})
 
 
 def _model_config(flag: str, name: str, task: str | None = None) -> dict:

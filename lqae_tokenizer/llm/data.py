@@ -12,7 +12,7 @@ the words' tokens and end of sequence); prompt tokens are masked out of the loss
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -26,26 +26,40 @@ IGNORE = -100
 
 @dataclass(frozen=True)
 class LabelledText:
-    """One image's text (``to_text`` output) and its label name."""
+    """One image's text (``to_text`` output) and its label name; ``where`` names its source (``file:line``)
+    for error messages and takes no part in comparisons."""
 
     text: str
     label: str
+    where: str = field(default="", compare=False)
 
 
-def _jsonl_records(path: Path) -> list[tuple[str, str]]:
+def _jsonl_records(path: Path) -> list[tuple[str, str, str]]:
+    """``(text, raw label, "file:line")`` of each record; ``ValueError`` naming the file and line of the
+    first one that is not a JSON object with a text and a label (or a path whose folder names it)."""
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err}); expected lqae-tokenize JSONL output") from None
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        if "text" not in record:
-            raise ValueError(f"{path}:{number}: a record without 'text' (a learned VQ-VAE codebook has no words)")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not a JSON line ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object with 'text' and 'label' or 'path', "
+                             f"got {type(record).__name__}")
+        if not isinstance(record.get("text"), str):
+            raise ValueError(f"{path}:{number}: a record without a 'text' string (a learned VQ-VAE codebook has no words)")
         label = record.get("label")
         if label is None:
-            if "path" not in record:
+            if not isinstance(record.get("path"), str):
                 raise ValueError(f"{path}:{number}: a record needs 'label', or 'path' whose parent folder names it")
             label = Path(record["path"].split("::")[0]).parent.name
-        out.append((record["text"], str(label)))
+        out.append((record["text"], str(label), f"{path}:{number}"))
     return out
 
 
@@ -59,7 +73,7 @@ def _datasets_records(path: Path) -> list[tuple[str, str]]:
                          "build it with ds.map(tok.datasets_map_fn(), batched=True) on an imagefolder dataset")
     feature = ds.features["label"]
     names = getattr(feature, "names", None)
-    return [(t, names[l] if names else str(l)) for t, l in zip(ds["text"], ds["label"])]
+    return [(t, names[l] if names else str(l), f"{path} row {i}") for i, (t, l) in enumerate(zip(ds["text"], ds["label"]))]
 
 
 def read_labelled_text(paths: Iterable[str | Path], label_names: dict[str, str] | None = None) -> list[LabelledText]:
@@ -68,7 +82,8 @@ def read_labelled_text(paths: Iterable[str | Path], label_names: dict[str, str] 
     ``label_names`` renames raw labels (e.g. folder ``"0"`` -> ``"T-shirt"``); with it, a raw label
     it does not name is an error (``ValueError``), so a typo cannot create an extra class.
     """
-    raw: list[tuple[str, str]] = []
+    paths = list(paths)
+    raw: list[tuple[str, str, str]] = []
     for path in map(Path, paths):
         if path.is_dir():
             raw += _datasets_records(path)
@@ -76,12 +91,14 @@ def read_labelled_text(paths: Iterable[str | Path], label_names: dict[str, str] 
             raw += _jsonl_records(path)
         else:
             raise FileNotFoundError(f"training data {path} does not exist (expected a .jsonl file or a datasets folder)")
+    if not raw:
+        raise ValueError(f"the data {[str(p) for p in paths]} holds no records")
     if label_names is not None:
-        unknown = sorted({label for _, label in raw} - set(label_names))
+        unknown = sorted({label for _, label, _ in raw} - set(label_names))
         if unknown:
             raise ValueError(f"labels {unknown[:10]} are not in the label names given ({sorted(label_names)[:10]})")
-        raw = [(text, label_names[label]) for text, label in raw]
-    return [LabelledText(" ".join(text.split()), label) for text, label in raw]
+        raw = [(text, label_names[label], where) for text, label, where in raw]
+    return [LabelledText(" ".join(text.split()), label, where) for text, label, where in raw]
 
 
 def read_example(fmt: PromptFormat, llm_tokenizer: Any, item: LabelledText) -> dict[str, list[int]]:

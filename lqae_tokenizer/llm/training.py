@@ -1,9 +1,12 @@
 """Train an :class:`~lqae_tokenizer.llm.ImageLM`'s LoRA adapter with ``transformers.Trainer`` and ``peft``.
 
 The loop, checkpoints (``output/checkpoints/checkpoint-N``, resumable), progress bar, bf16 autocast
-(CPU and GPU) and DistributedDataParallel under ``torchrun`` are the Trainer's; this module only
-builds the examples (:mod:`~lqae_tokenizer.llm.data`), the LoRA config, the per-example loss and
-writes the finished :class:`ImageLM` to ``output/final``. ``lqae-llm train`` is its command line.
+(CPU and GPU) and DistributedDataParallel under ``torchrun`` are the Trainer's; this module checks
+every input before the first step (settings, data files line by line, labels under the LM's tokenizer,
+every text against the image tokenizer's codebook and words per image), builds the examples
+(:mod:`~lqae_tokenizer.llm.data`), the LoRA config and the per-example loss, and writes the finished
+:class:`ImageLM` to ``output/final``. The run folder's lock, pinned settings and incomplete checkpoints:
+:mod:`~lqae_tokenizer.llm.run_folder`. ``lqae-llm train`` is its command line.
 """
 
 from __future__ import annotations
@@ -17,25 +20,17 @@ from typing import Any, Sequence
 
 import torch
 
-from ..checkpoint import atomic_write_bytes
-from ..evaluation.causal_lm import SMOLLM2
-from .data import PadCollator, build_examples, per_example_loss, read_labelled_text
+from .. import bundled
+from ..bundled import SMOLLM2
+from .data import TASKS, PadCollator, build_examples, per_example_loss, read_labelled_text
 from .image_lm import ImageLM, load_image_tokenizer, require_llm_packages
-from .prompt import PromptFormat
+from .prompt import PromptFormat, check_labels
+from .run_folder import (FIXED_ON_RESUME, RUN_SETTINGS, TrainingSetupError, check_run_settings,  # noqa: F401
+                         data_fingerprints, run_lock, set_aside_incomplete_checkpoints, write_run_settings)
 
 FINAL_DIR = "final"
 PRECISIONS = ("auto", "bf16", "fp32")
 CHECKPOINTS_DIR = "checkpoints"
-RUN_SETTINGS = "run_settings.json"
-# What the examples and the adapter's shape are made of: a resumed run must keep them (epochs, save
-# steps, the progress bar and the like may change).
-FIXED_ON_RESUME = ("image_tokenizer", "language_model", "label_names", "tasks", "words_per_line", "max_images",
-                   "seed", "lora_rank", "lora_alpha", "lora_dropout", "target_modules")
-
-
-class TrainingSetupError(ValueError):
-    """The data or the run folder cannot be used (said before the LM loads; ``lqae-llm`` prints it as a
-    usage error)."""
 
 
 @dataclass
@@ -80,6 +75,22 @@ class AdapterTrainingConfig:
         PromptFormat(words_per_line=self.words_per_line)  # ValueError for a bad layout, before anything loads
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {self.max_images}")
+        for name in ("batch_size", "gradient_accumulation_steps", "lora_rank", "save_steps", "save_total_limit",
+                     "logging_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, low, high in (("epochs", 0.0, 1e6), ("learning_rate", 0.0, 1.0), ("lora_alpha", 0.0, 1e6)):
+            value = getattr(self, name)
+            if not low < value <= high:  # also refuses NaN
+                raise ValueError(f"{name} must be in ({low:g}, {high:g}], got {value!r}")
+        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"warmup_ratio and lora_dropout must be in [0, 1), got {self.warmup_ratio!r} and "
+                             f"{self.lora_dropout!r}")
+        if not self.tasks or set(self.tasks) - set(TASKS):
+            raise ValueError(f"tasks must be a non-empty selection of {list(TASKS)}, got {list(self.tasks)}")
+        if not self.target_modules or not all(self.target_modules):
+            raise ValueError(f"target_modules must name at least one linear layer, got {list(self.target_modules)}")
 
 
 def resolve_precision(precision: str) -> str:
@@ -126,29 +137,42 @@ def _training_arguments(config: AdapterTrainingConfig, output: Path) -> Any:
 def train_adapter(config: AdapterTrainingConfig) -> Path:
     """Train, then write the :class:`ImageLM` to ``output_dir/final``; returns that folder.
 
-    Raises :class:`TrainingSetupError` (a ``ValueError``) before the LM loads for data with fewer than two
-    classes or a ``resume`` whose settings of :data:`FIXED_ON_RESUME` differ from the run's; a
-    ``ValueError`` for unknown labels.
+    Raises :class:`TrainingSetupError` (a ``ValueError``) before the first step for unusable data (a
+    file or line that cannot be read, fewer than two classes, labels the LM cannot tell apart, a text
+    that is not the image tokenizer's words), for a ``resume`` whose settings or data differ from the
+    run's, and while another run holds the folder.
     """
     require_llm_packages()
+    output = Path(config.output_dir)
+    with run_lock(output):
+        return _train_locked(config, output)
+
+
+def _train_locked(config: AdapterTrainingConfig, output: Path) -> Path:
     from datasets import Dataset
     from transformers import Trainer
 
     from ..evaluation.causal_lm import load_causal_lm
+    from ..language_model import load_text_tokenizer
 
-    output = Path(config.output_dir)
-    resume = config.resume and any((output / CHECKPOINTS_DIR).glob("checkpoint-*"))
+    checkpoints = output / CHECKPOINTS_DIR
     settings = run_settings(config)
-    if resume:
+    if config.resume:  # before the data is even read: the run's settings are the first thing to hold
         check_run_settings(output, settings)
-    items = select_images(read_labelled_text(config.data, config.label_names), config.max_images, config.seed)
-    labels = list(dict.fromkeys(config.label_names.values())) if config.label_names else sorted({i.label for i in items})
-    if len(labels) < 2:
-        raise TrainingSetupError(f"the training data has {len(labels)} label(s) ({labels}); an ImageLM needs at least two")
-    if not resume:  # recorded once the data is known to be usable, so a refused run leaves nothing behind
-        output.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(output / RUN_SETTINGS, (json.dumps(settings, indent=1) + "\n").encode())
+    items, labels = _checked_items(config)
+    settings["data_sha256"] = data_fingerprints(config.data)
+    if config.resume:
+        check_run_settings(output, settings)  # the same data files, byte for byte
+        set_aside_incomplete_checkpoints(checkpoints)  # a kill mid-save must not block --resume
+    resume = config.resume and any(checkpoints.glob("checkpoint-*[0-9]"))
+    try:
+        check_labels(load_text_tokenizer(config.language_model), labels)
+    except ValueError as err:
+        raise TrainingSetupError(f"the labels cannot be told apart by {config.language_model}: {err}") from None
     image_tokenizer = load_image_tokenizer(config.image_tokenizer)
+    _check_texts(items, image_tokenizer, config.image_tokenizer)
+    if not resume:  # recorded once the data is known to be usable, so a refused run leaves nothing behind
+        write_run_settings(output, settings)
     torch.manual_seed(config.seed)  # the LoRA initialisation
     base, llm_tokenizer = load_causal_lm(config.language_model)
     fmt = PromptFormat(words_per_line=config.words_per_line)
@@ -159,7 +183,7 @@ def train_adapter(config: AdapterTrainingConfig) -> Path:
                       data_collator=PadCollator(llm_tokenizer.pad_token_id or llm_tokenizer.eos_token_id),
                       compute_loss_func=per_example_loss)
     # a resumed run's clock starts at its checkpoint: the card must say which steps the seconds cover
-    resumed_from = _checkpoint_step(output / CHECKPOINTS_DIR) if resume else 0
+    resumed_from = _checkpoint_step(checkpoints) if resume else 0
     start = time.time()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.time() - start
@@ -168,30 +192,44 @@ def train_adapter(config: AdapterTrainingConfig) -> Path:
         facts = _training_facts(config, items, examples, result, seconds, trainer)
         if resumed_from:
             facts["resumed_from_step"] = resumed_from
+        # A bundled tokenizer is named; any other is saved into the folder, so it loads elsewhere.
+        name = config.image_tokenizer if bundled.is_bundled(config.image_tokenizer) else None
         image_lm = ImageLM(image_tokenizer, trainer.model, llm_tokenizer, labels, prompt=fmt,
-                           language_model=config.language_model,
-                           image_tokenizer_name=config.image_tokenizer, training=facts)
+                           language_model=config.language_model, image_tokenizer_name=name, training=facts)
         image_lm.save_pretrained(final)
     return final
+
+
+def _checked_items(config: AdapterTrainingConfig) -> tuple[list[Any], list[str]]:
+    """The selected records and the label order; ``TrainingSetupError`` for unreadable data or < 2 labels."""
+    try:
+        records = read_labelled_text(config.data, config.label_names)
+    except (ValueError, OSError) as err:
+        raise TrainingSetupError(str(err)) from None
+    items = select_images(records, config.max_images, config.seed)
+    labels = list(dict.fromkeys(config.label_names.values())) if config.label_names else sorted({i.label for i in items})
+    if len(labels) < 2:
+        raise TrainingSetupError(f"the training data has {len(labels)} label(s) ({labels}); an ImageLM needs at least two")
+    return items, labels
+
+
+def _check_texts(items: Sequence[Any], image_tokenizer: Any, name: str) -> None:
+    """Every record's text must be exactly the image tokenizer's words (codebook words, as many as an
+    image has): text written by another tokenizer would train an adapter that no drawing decodes from."""
+    for item in items:
+        try:
+            image_tokenizer.from_text(item.text)
+        except ValueError as err:
+            where = f"{item.where}: " if item.where else ""
+            raise TrainingSetupError(f"{where}this record's text is not the words of the image tokenizer {name!r} "
+                                     f"({image_tokenizer.tokens_per_image} per image): {err}. Tokenize the images "
+                                     f"with it (lqae-tokenize DIR --model {name} --output FILE.jsonl) or pass "
+                                     "the --image-tokenizer that wrote this text") from None
 
 
 def run_settings(config: AdapterTrainingConfig) -> dict[str, Any]:
     """The settings of :data:`FIXED_ON_RESUME` as JSON values (tuples as lists), as ``run_settings.json`` holds them."""
     return json.loads(json.dumps({k: getattr(config, k) for k in FIXED_ON_RESUME}))
-
-
-def check_run_settings(output: Path, settings: dict[str, Any]) -> None:
-    """``TrainingSetupError`` naming each setting that differs from ``output/run_settings.json`` (written
-    when the run started; a resumed checkpoint would otherwise go on training on other examples,
-    silently). Runs older than the file are not checked."""
-    path = output / RUN_SETTINGS
-    if not path.is_file():
-        return
-    recorded = json.loads(path.read_text())
-    changed = [f"{k}: {recorded.get(k)!r} in the run, {v!r} now" for k, v in settings.items() if recorded.get(k) != v]
-    if changed:
-        raise TrainingSetupError(f"--resume continues the run in {output}, whose settings differ: {'; '.join(changed)}. "
-                                 "Use the run's settings, or a new --output folder to start another run")
 
 
 def _training_facts(config: AdapterTrainingConfig, items: Sequence[Any], examples: Sequence[dict], result: Any,
