@@ -106,7 +106,7 @@ def cmd_rename(args) -> None:
     as one token (a fixed one-to-one map): the same information as the bundled text in 64 LLM tokens
     instead of ~115, to tell the words' content from their spelling."""
     from lqae_tokenizer import ImageTokenizer
-    from lqae_tokenizer.evaluation.causal_lm import load_causal_lm
+    from lqae_tokenizer.llm.causal_lm import load_causal_lm
 
     _, llm_tokenizer = load_causal_lm(args.language_model)
     words_tok = ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")

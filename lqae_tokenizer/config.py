@@ -9,6 +9,9 @@ from typing import Any
 from .vit import VIT_BLOCKS
 
 CODEBOOK_VOCABULARIES = ("all", "words")
+# The one vocabulary of arithmetic precisions (ImageTokenizer(precision=), lqae-train --mixed_precision,
+# lqae-llm --precision): "auto" picks bf16 autocast on CUDA and float32 elsewhere.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTIZER_METRICS = ("cosine", "l2")
 QUANTIZERS = ("language", "learned")
 

@@ -43,8 +43,6 @@ def _body(config: LQAEConfig, training: dict[str, Any]) -> str:
 def build_model_card(config: LQAEConfig, training: dict[str, Any] | None = None):
     """A ``ModelCard`` with YAML metadata (library, tags, language model and revision, image size,
     tokens per image, and ``training`` facts such as data and metrics when given)."""
-    from huggingface_hub import ModelCard, ModelCardData
-
     facts = dict(training or {})
     datasets, metrics = facts.pop("datasets", None), facts.pop("metrics", None)
     metadata: dict[str, Any] = dict(
@@ -53,10 +51,20 @@ def build_model_card(config: LQAEConfig, training: dict[str, Any] | None = None)
         tokens_per_image=config.tokens_per_image, codebook_vocabulary=config.codebook_vocabulary,
         vit_block=config.vit_block, datasets=datasets, lqae_metrics=metrics, lqae_training=facts or None,
     )
-    if "/" in config.language_model and not config.language_model.startswith(("pkg:", "/", ".")):
-        metadata["base_model"] = config.language_model
+    return card_with_metadata(metadata, _body(config, training or {}), config.language_model)
+
+
+def card_with_metadata(metadata: dict[str, Any], body: str, base_model: str | None = None):
+    """A ``huggingface_hub.ModelCard``: ``metadata`` as its YAML header (None values left out), then
+    ``body`` (Markdown). ``base_model`` is recorded when it is a Hub id (not a ``pkg:`` name or a path),
+    so the Hub links the model to it. Both kinds of card (tokenizer, ImageLM) are written by this."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    metadata = dict(metadata)
+    if base_model and "/" in base_model and not base_model.startswith(("pkg:", "/", ".", "~")):
+        metadata["base_model"] = base_model
     data = ModelCardData(**{k: v for k, v in metadata.items() if v is not None})
-    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + _body(config, training or {}))
+    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body)
 
 
 def read_training_facts(folder: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from . import bundled as bundled_models, checkpoint
-from .config import TRAINING_FIELDS, LQAEConfig
+from .config import PRECISIONS, TRAINING_FIELDS, LQAEConfig
 from .language_model import FrozenLanguageModel, load_language_model, load_text_tokenizer, quiet_transformers
 from .lm_source import portable_name
 from .folders import replace_folder
@@ -33,7 +33,6 @@ from .text import TextCodec
 from .vocabulary import codebook_ids, mask_token_id
 
 OUTPUT_TYPES = ("pil", "np", "pt")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

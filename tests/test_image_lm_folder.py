@@ -58,7 +58,7 @@ def saved(adapter, tmp_path) -> Path:
 @pytest.fixture()
 def no_lm_load(monkeypatch):
     """Fail the test if the causal LM's weights are loaded (the checks must come before)."""
-    from lqae_tokenizer.evaluation import causal_lm
+    from lqae_tokenizer.llm import causal_lm
 
     def refuse(*args, **kwargs):
         raise AssertionError("the LM was loaded before the folder was checked")

@@ -18,7 +18,7 @@ pytest.importorskip("peft", reason="pip install 'lqae-tokenizer[llm]'")
 from safetensors.torch import load_file  # noqa: E402
 
 from lqae_tokenizer.bundled import BUNDLED_DIR  # noqa: E402
-from lqae_tokenizer.evaluation.causal_lm import SMOLLM2  # noqa: E402
+from lqae_tokenizer.bundled import SMOLLM2  # noqa: E402
 from lqae_tokenizer.evaluation.fashion_mnist import LABEL_NAMES  # noqa: E402
 from lqae_tokenizer.llm.image_lm import CONFIG_NAME, FORMAT_VERSION  # noqa: E402
 

@@ -11,7 +11,7 @@ pytest.importorskip("peft", reason="pip install 'lqae-tokenizer[llm]'")
 
 @pytest.fixture(autouse=True)
 def no_lm_load(monkeypatch):
-    from lqae_tokenizer.evaluation import causal_lm
+    from lqae_tokenizer.llm import causal_lm
 
     def refuse(*args, **kwargs):
         raise AssertionError("the LM was loaded before the command line was checked")

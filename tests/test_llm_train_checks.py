@@ -48,7 +48,7 @@ def config_for(tmp_path, causal_lm_dir, data: Path, **changes):
 
 
 def refused(config, match: str) -> None:
-    from lqae_tokenizer.evaluation import causal_lm
+    from lqae_tokenizer.llm import causal_lm
     from lqae_tokenizer.llm.training import TrainingSetupError, train_adapter
 
     real = causal_lm.load_causal_lm

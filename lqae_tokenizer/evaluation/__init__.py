@@ -1,6 +1,6 @@
 """Measuring what LQAE tokens carry: linear probes, few-shot episodes and prompts, reconstruction metrics."""
 
-from .causal_lm import load_causal_lm
+from ..llm.causal_lm import load_causal_lm
 from .fewshot import (Episode, build_prompt, nearest_class_mean_accuracy, sample_episodes, score_labels,
                       score_labels_reference, score_queries, score_queries_batched)
 from .metrics import codebook_statistics, mse, psnr, ssim

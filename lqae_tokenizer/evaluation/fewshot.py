@@ -1,21 +1,21 @@
-"""Few-shot classification: N-way K-shot episodes, the paper's prompt, an LLM scorer, and a no-LLM baseline.
+"""Few-shot classification: N-way K-shot episodes, the paper's prompt and a no-LLM baseline.
 
 The paper prompts GPT-3 with lines ``input: <image text> output: <label>`` (one per support image)
-followed by ``input: <query text> output:``. Here every candidate label is scored by its
-log-likelihood after the prompt under a Hugging Face causal LM, so no free text is parsed.
+followed by ``input: <query text> output:``. Every candidate label is scored by its log-likelihood
+after the prompt under a Hugging Face causal LM (:mod:`lqae_tokenizer.llm.scoring`, re-exported here),
+so no free text is parsed.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
-from .causal_lm import load_causal_lm
+from ..llm.prompt import PromptFormat
+from ..llm.scoring import score_labels, score_labels_reference, score_queries, score_queries_batched  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -67,164 +67,9 @@ def build_prompt(support_texts: Sequence[str], support_labels: Sequence[str], qu
     """
     if len(support_texts) != len(support_labels):
         raise ValueError("one label per support text")
-    lines = [f"input: {t.strip()} output: {label}" for t, label in zip(support_texts, support_labels)]
-    return "\n".join(lines + [f"input: {query_text.strip()} output:"])
-
-
-def _tokens(tokenizer: Any, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def _resolve(model: Any, tokenizer: Any) -> tuple[Any, Any]:
-    if isinstance(model, str):
-        model, tokenizer = load_causal_lm(model)
-    model.eval()
-    return model, tokenizer
-
-
-def _forward_cached(model: Any, ids: torch.Tensor, cache: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
-    """``(logits, cache)`` of ``ids`` run on top of ``cache``. transformers 5 renamed ``past_key_values``
-    to ``cache`` (the old name warns, then goes away): use whichever this model's forward takes."""
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    out = model(ids, use_cache=True, **{name: cache}, **kwargs)
-    return out.logits, getattr(out, name, None)
-
-
-def _extend(model: Any, ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
-    """Run ``ids`` on top of ``cache`` (None: from scratch): log-probs of the next token ``[V]``, cache."""
-    device = next(model.parameters()).device
-    logits, cache = _forward_cached(model, torch.tensor([ids], device=device), cache, logits_to_keep=1)
-    return logits[0, -1].float().log_softmax(-1), cache
-
-
-@torch.inference_mode()
-def score_queries(model: Any, tokenizer: Any, prefix: str, queries: Sequence[str],
-                  candidates: Sequence[str]) -> list[list[float]]:
-    """Log-likelihood of each ``" " + candidate`` after ``prefix + query``, for every query: ``[Q][C]``.
-
-    The shared ``prefix`` (e.g. an episode's support lines) runs once; each query runs once on a copy
-    of its key/value cache; all candidates of a query run as one batch on that cache. Equal to
-    :func:`score_labels_reference` (one full pass per label) up to float rounding (tested).
-
-    Args:
-        model: a Hugging Face causal LM, or a name for :func:`~lqae_tokenizer.evaluation.load_causal_lm`.
-        tokenizer: its tokenizer (ignored when ``model`` is a name).
-    """
-    model, tokenizer = _resolve(model, tokenizer)
-    device = next(model.parameters()).device
-    prefix_ids = _tokens(tokenizer, prefix)
-    prefix_state = _extend(model, prefix_ids, None) if prefix_ids else None
-    results = []
-    for query in queries:
-        query_full = _tokens(tokenizer, prefix + query)
-        if prefix_state is not None and query_full[: len(prefix_ids)] == prefix_ids:
-            start, (next_logprobs, cache) = len(prefix_ids), (prefix_state[0], copy.deepcopy(prefix_state[1]))
-        else:  # the query merges with the prefix's last token: no shared cache for it
-            start, next_logprobs, cache = 0, None, None
-        if len(query_full) > start:
-            next_logprobs, cache = _extend(model, query_full[start:], cache)
-        continuations = []
-        for candidate in candidates:
-            full = _tokens(tokenizer, prefix + query + " " + candidate)
-            if full[: len(query_full)] != query_full:
-                raise ValueError(f"candidate {candidate!r} changes how the prompt is tokenized; end the prompt "
-                                 "with 'output:'")
-            continuations.append(full[len(query_full):])
-        longest = max(len(c) for c in continuations)
-        if longest > 1:
-            cache.batch_repeat_interleave(len(candidates))
-            # Right padding: a causal LM's scores of the real tokens never see the padding after them.
-            batch = torch.tensor([c[:-1] + [c[-1]] * (longest - len(c)) for c in continuations], device=device)
-            logprobs = _forward_cached(model, batch, cache)[0].float().log_softmax(-1)
-        scores = []
-        for b, c in enumerate(continuations):
-            total = float(next_logprobs[c[0]])
-            for t in range(1, len(c)):
-                total += float(logprobs[b, t - 1, c[t]])
-            scores.append(total)
-        results.append(scores)
-    return results
-
-
-def _continuations(tokenizer: Any, query_ids: list[int], query: str, candidates: Sequence[str]) -> list[list[int]]:
-    """Each candidate's tokens after ``query`` (``ValueError`` if one changes how the query tokenizes)."""
-    out = []
-    for candidate in candidates:
-        full = _tokens(tokenizer, query + " " + candidate)
-        if full[: len(query_ids)] != query_ids:
-            raise ValueError(f"candidate {candidate!r} changes how the prompt is tokenized; end the prompt with 'output:'")
-        out.append(full[len(query_ids):])
-    return out
-
-
-@torch.inference_mode()
-def score_queries_batched(model: Any, tokenizer: Any, queries: Sequence[str], candidates: Sequence[str], *,
-                          batch_size: int = 16) -> list[list[float]]:
-    """:func:`score_queries` without a shared prefix, ``batch_size`` queries per forward pass: ``[Q][C]``.
-
-    On a CPU one forward pass of a small LM costs about the time it takes to read its weights, however
-    few tokens it runs (SmolLM2-135M: ~0.2 s for 20 tokens or 120), so queries are left-padded into
-    batches (position ids counted from each row's first token, padding masked out), their key/value
-    cache is repeated once per candidate, and every candidate's remaining tokens run in one more pass.
-    Equal to :func:`score_labels_reference` up to float rounding (tested).
-    """
-    model, tokenizer = _resolve(model, tokenizer)
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    results: list[list[float]] = []
-    for start in range(0, len(queries), batch_size):
-        chunk = queries[start : start + batch_size]
-        ids = [_tokens(tokenizer, q) for q in chunk]
-        conts = [_continuations(tokenizer, q_ids, q, candidates) for q_ids, q in zip(ids, chunk)]
-        width = max(len(q) for q in ids)
-        batch = torch.tensor([[pad] * (width - len(q)) + q for q in ids], device=device)  # [B, T]
-        mask = (torch.arange(width, device=device) >= torch.tensor([width - len(q) for q in ids], device=device)[:, None]).long()
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        out = model(batch, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        first = out.logits[:, -1].float().log_softmax(-1)  # [B, V]
-        scores = [[float(first[b, c[0]]) for c in conts[b]] for b in range(len(chunk))]
-        longest = max(len(c) for row in conts for c in row)
-        if longest > 1:
-            n_cand = len(candidates)
-            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-            cache.batch_repeat_interleave(n_cand)
-            rows = [c[:-1] + [pad] * (longest - len(c)) for row in conts for c in row]  # right-padded
-            tail = torch.tensor(rows, device=device)  # [B*C, L-1]
-            tail_mask = torch.cat([mask.repeat_interleave(n_cand, 0), torch.ones_like(tail)], dim=1)
-            tail_pos = positions[:, -1:].repeat_interleave(n_cand, 0) + 1 + torch.arange(longest - 1, device=device)
-            logprobs = _forward_cached(model, tail, cache, attention_mask=tail_mask,
-                                       position_ids=tail_pos)[0].float().log_softmax(-1)  # [B*C, L-1, V]
-            for b in range(len(chunk)):
-                for k, c in enumerate(conts[b]):
-                    row = b * n_cand + k
-                    scores[b][k] += sum(float(logprobs[row, t - 1, c[t]]) for t in range(1, len(c)))
-        results += scores
-    return results
-
-
-def score_labels(model: Any, tokenizer: Any, prompt: str, candidates: Sequence[str]) -> list[float]:
-    """Log-likelihood of each ``" " + candidate`` after ``prompt`` under a causal LM (higher is likelier):
-    one pass over the prompt, all candidates batched on its key/value cache (:func:`score_queries`)."""
-    return score_queries(model, tokenizer, "", [prompt], candidates)[0]
-
-
-@torch.inference_mode()
-def score_labels_reference(model: Any, tokenizer: Any, prompt: str, candidates: Sequence[str]) -> list[float]:
-    """The plain way, kept as the reference of :func:`score_labels`: one full pass per candidate."""
-    model, tokenizer = _resolve(model, tokenizer)
-    device = next(model.parameters()).device
-    prompt_ids = _tokens(tokenizer, prompt)
-    scores = []
-    for candidate in candidates:
-        full = _tokens(tokenizer, prompt + " " + candidate)
-        if full[: len(prompt_ids)] != prompt_ids:
-            raise ValueError(f"candidate {candidate!r} changes how the prompt is tokenized; end the prompt with 'output:'")
-        ids = torch.tensor([full], device=device)
-        logprobs = model(ids).logits.float().log_softmax(-1)[0]  # [T, vocab]
-        target = ids[0, len(prompt_ids):]
-        positions = torch.arange(len(prompt_ids) - 1, len(full) - 1, device=device)
-        scores.append(float(logprobs[positions, target].sum()))
-    return scores
+    fmt = PromptFormat()  # the one template of reading, the same an ImageLM reads with
+    lines = [f"{fmt.read_prompt(t)} {label}" for t, label in zip(support_texts, support_labels)]
+    return "\n".join(lines + [fmt.read_prompt(query_text)])
 
 
 def nearest_class_mean_accuracy(features: torch.Tensor, episodes: Sequence[Episode]) -> tuple[float, float]:

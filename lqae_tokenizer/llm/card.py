@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..model_card import card_with_metadata
+
 
 def build_card(config: dict[str, Any], measured: str | None = None) -> str:
     """Markdown for ``image_lm.json``'s content; ``measured`` adds a results section verbatim."""
@@ -18,7 +20,6 @@ def build_card(config: dict[str, Any], measured: str | None = None) -> str:
             + " for a named class, which the tokenizer decodes into a picture"}
     title = " and ".join({"read": "reads", "draw": "draws"}[t] for t in ("read", "draw") if t in tasks)
     lines = [
-        "---", "library_name: lqae-tokenizer", "tags: [lqae, peft, lora, image-to-text]", "---", "",
         f"# ImageLM: a causal LM that {title} images as words", "",
         f"A LoRA adapter for `{config['language_model']}` that "
         + " and ".join(does[t] for t in ("read", "draw") if t in tasks)
@@ -51,4 +52,8 @@ def build_card(config: dict[str, Any], measured: str | None = None) -> str:
         ]
     if measured:
         lines += ["## Measured", "", measured.strip(), ""]
-    return "\n".join(lines)
+    metadata = {"library_name": "lqae-tokenizer", "tags": ["lqae", "peft", "lora", "image-to-text"],
+                "language_model": config["language_model"], "image_tokenizer": config["image_tokenizer"],
+                "tokens_per_image": config["tokens_per_image"], "labels": config["labels"], "tasks": list(tasks),
+                "lqae_pins": config.get("pins") or None}
+    return str(card_with_metadata(metadata, "\n".join(lines), config["language_model"]))

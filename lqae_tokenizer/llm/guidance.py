@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import torch
 
+from .scoring import forward_cached, left_pad
+
 
 class LabelGuidanceProcessor:
     """``LogitsProcessor`` that applies label guidance (module docstring); put it before the constraint.
@@ -57,17 +59,11 @@ class LabelGuidanceProcessor:
 
     def _start(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The left-padded prompts, each repeated for the ``n`` rows: ids, mask and positions ``[L*n, P]``."""
-        width = max(len(p) for p in self.prompts)
-        ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in self.prompts], device=device)
-        mask = (torch.arange(width, device=device)
-                >= torch.tensor([width - len(p) for p in self.prompts], device=device)[:, None]).long()
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        ids, mask, positions = left_pad(self.prompts, self.pad, device)
         return (ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), positions.repeat_interleave(n, 0))
 
     def _other_log_probs(self, generated: torch.Tensor) -> torch.Tensor:
         """``float32 [L, n, V]``: log-probabilities after each other label's prompt and ``generated`` ``[n, T]``."""
-        from ..evaluation.fewshot import _forward_cached
-
         n, labels = generated.shape[0], len(self.prompts)
         if generated.shape[1] < self._fed:  # a new generate call reusing this processor
             self._reset()
@@ -80,7 +76,7 @@ class LabelGuidanceProcessor:
         else:
             ids, mask = new, torch.cat([self._mask, torch.ones_like(new)], dim=1)
             positions = (self._mask.sum(1, keepdim=True) + torch.arange(new.shape[1], device=new.device))
-        logits, self._cache = _forward_cached(self.model, ids, self._cache, attention_mask=mask,
+        logits, self._cache = forward_cached(self.model, ids, self._cache, attention_mask=mask,
                                               position_ids=positions, logits_to_keep=1)
         self._mask, self._fed = mask, generated.shape[1]
         return torch.log_softmax(logits[:, -1].float(), dim=-1).view(labels, n, -1)

@@ -134,7 +134,7 @@ class ImageLM:
         require_llm_packages()
         from peft import PeftModel
 
-        from ..evaluation.causal_lm import load_causal_lm
+        from .causal_lm import load_causal_lm
         from ..language_model import load_text_tokenizer
 
         folder = resolve_image_lm(name_or_path, revision=revision, cache_dir=cache_dir,
@@ -244,7 +244,7 @@ class ImageLM:
 
     def scores_of_texts(self, texts: Sequence[str], labels: Sequence[str] | None = None) -> torch.Tensor:
         """Like :meth:`scores`, from image texts (``to_text`` output) instead of images."""
-        from ..evaluation.fewshot import score_queries_batched
+        from .scoring import score_queries_batched
 
         self.require_reading()
         labels = self.labels if labels is None else check_label_list(labels, self.llm_tokenizer)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import bundled
+from ..config import PRECISIONS as SHARED_PRECISIONS
 from ..bundled import SMOLLM2
 from .data import TASKS, PadCollator, build_examples, per_example_loss, read_labelled_text
 from .image_lm import ImageLM, load_image_tokenizer, require_llm_packages
@@ -29,7 +30,9 @@ from .run_folder import (FIXED_ON_RESUME, RUN_SETTINGS, TrainingSetupError, chec
                          data_fingerprints, run_lock, set_aside_incomplete_checkpoints, write_run_settings)
 
 FINAL_DIR = "final"
-PRECISIONS = ("auto", "bf16", "fp32")
+# The shared vocabulary (config.PRECISIONS) but fp16: a LoRA run in fp16 autocast needs a loss scaler,
+# which Trainer provides only on CUDA.
+PRECISIONS = tuple(p for p in SHARED_PRECISIONS if p != "fp16")
 CHECKPOINTS_DIR = "checkpoints"
 
 
@@ -152,7 +155,7 @@ def _train_locked(config: AdapterTrainingConfig, output: Path) -> Path:
     from datasets import Dataset
     from transformers import Trainer
 
-    from ..evaluation.causal_lm import load_causal_lm
+    from .causal_lm import load_causal_lm
     from ..language_model import load_text_tokenizer
 
     checkpoints = output / CHECKPOINTS_DIR

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import LQAEConfig
+from ..config import PRECISIONS, LQAEConfig
 
 # The same words as ImageTokenizer(precision=...) and lqae-llm --precision; "no" (the earlier name of
 # fp32, in saved train_config.json files) is still read.
-MIXED_PRECISIONS = ("fp32", "bf16", "fp16")
+MIXED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # a training run names its precision
 PRECISION_ALIASES = {"no": "fp32"}
 REPORT_TO = ("none", "tensorboard")
 WEIGHT_DECAY_SCOPES = ("all", "matrices")

