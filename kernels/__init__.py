@@ -7,8 +7,8 @@ This folder sits at the top of the repository, so from the repository root Pytho
 a top-level package ``kernels``: a name that belongs to Hugging Face's ``kernels``, which transformers
 (5.25 and later) imports when it starts. Imported under that name, this file steps aside: it loads the
 ``kernels`` found anywhere else on the path in its place, or, when there is none, leaves an empty
-namespace-like module (no ``__file__``, no attributes: what Python gives for a folder without
-``__init__.py``, which transformers recognises as "not installed"). ``import kernels`` never exposes
+namespace-like module (no ``__file__``, nothing of ours, version "0": what transformers reports as
+not installed). ``import kernels`` never exposes
 this package's code (docs/architecture.md).
 """
 
@@ -26,6 +26,9 @@ if __name__ == "kernels":
 
         _empty = _types.ModuleType("kernels")
         _empty.__path__ = []
+        # transformers reads the version of a package without metadata from the module: "0" is below any
+        # version it accepts, so it reports kernels as unavailable (5.0 fails on a module without one).
+        _empty.__version__ = "0"
         _sys.modules["kernels"] = _empty  # the import statement returns what sys.modules holds after this file
     else:
         _real = _util.module_from_spec(_spec)

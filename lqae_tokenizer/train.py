@@ -45,8 +45,6 @@ FLAGS: dict[str, tuple[object, str]] = {
     "validation_steps": (int, "validate every N steps"),
     "max_grad_norm": (float, "gradient clipping norm (0 disables)"),
     "mask_ratio": (float, "fraction of tokens replaced by <mask> while training (paper: 0.5)"),
-    "mask_token": (str, "the token that stands for a masked position (default: the LM's own mask token; a causal "
-                        "LM has none, e.g. '<|endoftext|>')"),
     "quantizer": (str, "'language' (LQAE) or 'learned' (VQ-VAE baseline: own codebook, no LM; needs mask_ratio 0)"),
 }
 SWITCHES = {"compile": "torch.compile the encoder and decoder", "push_to_hub": "upload final/ when done",

@@ -140,7 +140,9 @@ def test_a_causal_codebook_tokenizer_saves_loads_and_pins_its_table(llama_dir, l
 @pytest.mark.slow
 def test_lqae_train_trains_a_causal_codebook_with_a_named_mask_token(llama_dir, tmp_path):
     out = tmp_path / "run"
-    result = run_train(train_args(llama_dir, out, "--codebook_vocabulary", "words", "--mask_token", "</s>",
+    settings = tmp_path / "settings.json"  # mask_token is set in a config file, as any model field
+    settings.write_text(json.dumps({"model": {"mask_token": "</s>"}}))
+    result = run_train(train_args(llama_dir, out, "--codebook_vocabulary", "words", "--config", str(settings),
                                   "--max_train_steps", "3", "--mixed_precision", "bf16"))
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads((out / "final" / "config.json").read_text())
