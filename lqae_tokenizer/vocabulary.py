@@ -39,16 +39,48 @@ def encode_text(text_tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return text_tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def _word_ids(text_tokenizer: Any, candidates: list[int]) -> list[int]:
-    texts = [decode_ids(text_tokenizer, [i]) for i in candidates]
+def decode_many(text_tokenizer: Any, sequences: list[list[int]]) -> list[str]:
+    """:func:`decode_ids` of each sequence; a fast (Rust) tokenizer decodes them all in one call."""
+    backend = getattr(text_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return [decode_ids(text_tokenizer, s) for s in sequences]
+    return backend.decode_batch(sequences, skip_special_tokens=False)
+
+
+def encode_many(text_tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """:func:`encode_text`; a fast tokenizer encodes them in one call without building Python encodings.
+
+    The Rust tokenizer can carry padding and truncation settings from its ``tokenizer.json`` (MiniLM's
+    pads to 128), which transformers switches off per call: they are switched off on a copy here."""
+    backend = getattr(text_tokenizer, "backend_tokenizer", None)
+    if backend is None or not texts:
+        return encode_text(text_tokenizer, texts)
+    if backend.padding is not None or backend.truncation is not None:
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(backend.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+
+
+def _word_ids(text_tokenizer: Any, candidates: list[int], decode=decode_many, encode=encode_many) -> list[int]:
+    texts = decode(text_tokenizer, [[i] for i in candidates])
     words = [(i, t) for i, t in zip(candidates, texts) if _WORD.fullmatch(t)]
-    doubled = [decode_ids(text_tokenizer, [i, i]) for i, _ in words]
+    doubled = decode(text_tokenizer, [[i, i] for i, _ in words])
     # Two copies must decode to two whitespace-separated words: then every sequence of such ids
     # decodes to separate words, which the pre-tokenizer splits apart and encodes one by one.
     words = [(i, t, d) for (i, t), d in zip(words, doubled) if d.split() == [t.strip()] * 2]
-    single = encode_text(text_tokenizer, [t for _, t, _ in words])
-    twice = encode_text(text_tokenizer, [d for _, _, d in words])
+    single = encode(text_tokenizer, [t for _, t, _ in words])
+    twice = encode(text_tokenizer, [d for _, _, d in words])
     return [i for (i, _, _), one, two in zip(words, single, twice) if one == [i] and two == [i, i]]
+
+
+def word_ids_reference(text_tokenizer: Any, candidates: list[int]) -> list[int]:
+    """The whole-word rule through the tokenizer's own Python ``decode`` and ``__call__``, one id at a
+    time: the reference the batched fast path is tested against."""
+    return _word_ids(text_tokenizer, candidates, lambda tok, seqs: [decode_ids(tok, s) for s in seqs],
+                     encode_text)
 
 
 def codebook_ids(text_tokenizer: Any, num_embeddings: int, vocabulary: str = "all") -> torch.Tensor:

