@@ -6,6 +6,7 @@ a trained table and the decoder reads the code vectors directly (the language mo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -61,10 +62,12 @@ class LQAEModel(nn.Module):
             learned codebook, ``arange(config.learned_codebook_size)``.
         mask_token_id: the id whose embedding replaces masked positions in training (the LM's ``<mask>``,
             or ``config.mask_token``'s); None when there is none (then ``mask_ratio`` must be 0).
+        initialise: False leaves the encoder's and decoder's weights uninitialised, for a caller that
+            loads every one of them next (``ImageTokenizer.from_pretrained``, strictly).
     """
 
     def __init__(self, config: LQAEConfig, language_model: FrozenLanguageModel,
-                 allowed_ids: torch.Tensor, mask_token_id: int | None) -> None:
+                 allowed_ids: torch.Tensor, mask_token_id: int | None, *, initialise: bool = True) -> None:
         super().__init__()
         if config.tokens_per_image > language_model.max_tokens:
             raise ValueError(
@@ -80,12 +83,18 @@ class LQAEModel(nn.Module):
         if any(not -states <= i < states for i in config.decoder_layers):
             raise ValueError(f"decoder_layers {list(config.decoder_layers)} out of range: the language model has "
                              f"{states} hidden states (embedding output + {states - 1} layers)")
-        self.encoder = ImageEncoder(config.image_size, config.patch_size, config.encoder_width,
-                                    config.encoder_depth, config.encoder_heads, config.mlp_ratio,
-                                    config.search_dim or width, config.vit_block)
-        self.decoder = ImageDecoder(config.image_size, config.patch_size, config.decoder_width,
-                                    config.decoder_depth, config.decoder_heads, config.mlp_ratio,
-                                    width * len(config.decoder_layers), config.vit_block, skip=config.decoder_skip)
+        # initialise=False (a checkpoint's weights are loaded next): the towers are built on the meta
+        # device and given uninitialised storage, so no random initialisation is computed for nothing.
+        with torch.device("meta") if not initialise else contextlib.nullcontext():
+            self.encoder = ImageEncoder(config.image_size, config.patch_size, config.encoder_width,
+                                        config.encoder_depth, config.encoder_heads, config.mlp_ratio,
+                                        config.search_dim or width, config.vit_block)
+            self.decoder = ImageDecoder(config.image_size, config.patch_size, config.decoder_width,
+                                        config.decoder_depth, config.decoder_heads, config.mlp_ratio,
+                                        width * len(config.decoder_layers), config.vit_block, skip=config.decoder_skip)
+        if not initialise:
+            self.encoder.to_empty(device="cpu")
+            self.decoder.to_empty(device="cpu")
         projection = (width, config.search_dim) if config.search_dim else None
         self.quantizer = LanguageQuantizer(allowed_ids, config.metric, projection)
         self.learned = config.quantizer == "learned"

@@ -67,7 +67,7 @@ class ImageTokenizer:
                  dtype: torch.dtype | None = None, precision: str = "auto", cache_dir: str | None = None,
                  local_files_only: bool = False, token: str | bool | None = None,
                  language_model: str | os.PathLike | FrozenLanguageModel | None = None,
-                 text_tokenizer: Any = None) -> None:
+                 text_tokenizer: Any = None, _initialise: bool = True) -> None:
         # A folder inside an installed package is recorded as pkg:<module>/<folder>, never as this
         # machine's absolute path; Hub ids and other folders are kept as given.
         config = dataclasses.replace(config, language_model=portable_name(config.language_model))
@@ -81,11 +81,11 @@ class ImageTokenizer:
         if text_tokenizer is None:
             text_tokenizer = load_text_tokenizer(config.language_model if language_model is None
                                                  else language_model, **(hub if language_model is None else {}))
-        self._setup(config, source, text_tokenizer, device, dtype)
+        self._setup(config, source, text_tokenizer, device, dtype, _initialise)
         self.precision = precision
 
     def _setup(self, config: LQAEConfig, language_model: FrozenLanguageModel, text_tokenizer: Any,
-               device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+               device: torch.device | str | None, dtype: torch.dtype | None, initialise: bool = True) -> None:
         table = language_model.word_embeddings
         allowed = codebook_ids(text_tokenizer, table.shape[0], config.codebook_vocabulary)
         if config.quantizer == "learned":
@@ -108,7 +108,7 @@ class ImageTokenizer:
         self.source: tuple[str, str | None] | None = None
         self._text = TextCodec(text_tokenizer, allowed, config.tokens_per_image)
         mask_id = mask_token_id(text_tokenizer, config.mask_token, allowed)
-        self.model = LQAEModel(config, language_model, allowed, mask_id)
+        self.model = LQAEModel(config, language_model, allowed, mask_id, initialise=initialise)
         self.model.to(device=_default_device(device), dtype=dtype or torch.float32).eval()
 
     # -- loading and saving -----------------------------------------------------------------------
@@ -147,8 +147,9 @@ class ImageTokenizer:
             language_model = load_language_model(bundled)
         else:
             language_model = load_language_model(config.language_model, revision=config.language_model_revision, **hub)
+        # Every trainable weight is read strictly from the checkpoint below: no random initialisation first.
         self = cls(config, device="cpu", dtype=torch.float32, language_model=language_model,
-                   text_tokenizer=load_text_tokenizer(folder))
+                   text_tokenizer=load_text_tokenizer(folder), _initialise=False)
         expected = self.model.trainable_state_dict()
         state = checkpoint.read_weights(folder, expected)
         for name, module in self.model.trainable_modules().items():
