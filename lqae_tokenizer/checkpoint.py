@@ -64,17 +64,23 @@ def write_config(folder: Path, config: dict[str, Any]) -> None:
     atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """The config dict of a checkpoint folder (without the format version)."""
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{folder} has no {CONFIG_NAME}; it is not an lqae-tokenizer checkpoint")
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ``CheckpointError`` when it is not UTF-8 JSON holding an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON ({err})") from err
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The config dict of a checkpoint folder (without the format version)."""
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {CONFIG_NAME}; it is not an lqae-tokenizer checkpoint")
+    data = read_json_object(path)
     version = data.pop("lqae_format_version", None)
     if version != FORMAT_VERSION:
         raise CheckpointError(

@@ -67,6 +67,20 @@ def minilm_dir() -> Path:
     return Path(gt.get_model_path())
 
 
+@pytest.fixture(scope="session")
+def causal_lm_dir(tmp_path_factory) -> Path:
+    """A random 2-layer Llama (width 32) over roberta-base's real tokenizer: the causal LM of the LLM tests."""
+    return make_random_lm(tmp_path_factory.mktemp("causal-lm"), "llama")
+
+
+@pytest.fixture(scope="session")
+def fashion_tokenizer(minilm_dir):
+    """The bundled fashion-mnist tokenizer (real MiniLM words)."""
+    from lqae_tokenizer import ImageTokenizer
+
+    return ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
+
+
 def build_tokenizer(language_model: Path, seed: int = 0, **overrides):
     from lqae_tokenizer import ImageTokenizer, LQAEConfig
 

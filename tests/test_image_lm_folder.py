@@ -25,18 +25,6 @@ LABELS = ["coat", "bag", "sandal"]
 
 
 @pytest.fixture(scope="module")
-def causal_lm_dir(tmp_path_factory) -> Path:
-    return make_random_lm(tmp_path_factory.mktemp("folder-lm"), "llama")
-
-
-@pytest.fixture(scope="module")
-def fashion_tokenizer(minilm_dir):
-    from lqae_tokenizer import ImageTokenizer
-
-    return ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def adapter(causal_lm_dir, fashion_tokenizer):
     from peft import LoraConfig, get_peft_model
 

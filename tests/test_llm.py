@@ -27,18 +27,6 @@ NAMES = {"0": "T-shirt", "1": "trouser", "2": "pullover", "3": "dress", "4": "co
 
 
 @pytest.fixture(scope="module")
-def causal_lm_dir(tmp_path_factory) -> Path:
-    return make_random_lm(tmp_path_factory.mktemp("causal-lm"), "llama")
-
-
-@pytest.fixture(scope="module")
-def fashion_tokenizer(minilm_dir):
-    from lqae_tokenizer import ImageTokenizer
-
-    return ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def image_lm(causal_lm_dir, fashion_tokenizer):
     from lqae_tokenizer.evaluation import load_causal_lm
 

@@ -12,21 +12,9 @@ import pytest
 
 pytest.importorskip("peft", reason="pip install 'lqae-tokenizer[llm]'")
 
-from conftest import DATA, make_random_lm  # noqa: E402
+from conftest import DATA  # noqa: E402
 
 NAMES = {"0": "T-shirt", "1": "trouser"}
-
-
-@pytest.fixture(scope="module")
-def causal_lm_dir(tmp_path_factory) -> Path:
-    return make_random_lm(tmp_path_factory.mktemp("train-checks-lm"), "llama")
-
-
-@pytest.fixture(scope="module")
-def fashion_tokenizer(minilm_dir):
-    from lqae_tokenizer import ImageTokenizer
-
-    return ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,13 @@ loading 135M parameters:
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import bundled
-from ..checkpoint import CheckpointError, resolve_folder
+from ..checkpoint import CheckpointError, read_json_object, resolve_folder
 from ..quantizer import codebook_fingerprint
 from .prompt import PromptFormat
 
@@ -68,12 +67,7 @@ def read_image_lm_config(folder: Path) -> dict[str, Any]:
         held = sorted(p.name for p in folder.iterdir())[:6] if folder.is_dir() else []
         raise CheckpointError(f"{folder} is not an ImageLM folder: no {CONFIG_NAME}"
                               + (f" (it holds {held})" if held else ""))
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err})") from err
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got {type(config).__name__}")
+    config = read_json_object(path)
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}, "
                               f"this version of lqae-tokenizer reads {FORMAT_VERSION}")
@@ -109,10 +103,10 @@ def check_adapter_files(folder: Path) -> None:
             hint = f" (found {pickles}: pickles are never loaded; save the adapter as safetensors)" if pickles else ""
             raise CheckpointError(f"{folder} has no {path.name}: the LoRA adapter is missing{hint}")
     try:
-        settings = json.loads(config.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{config} is not valid JSON ({err})") from err
-    if not isinstance(settings, dict) or "peft_type" not in settings:
+        settings = read_json_object(config)
+    except CheckpointError:
+        settings = {}
+    if "peft_type" not in settings:
         raise CheckpointError(f"{config} is not a peft adapter config (no 'peft_type')")
     try:
         with safe_open(str(weights), framework="pt") as handle:
