@@ -1,6 +1,7 @@
-"""Package a finished lqae-llm run as the bundled ImageLM (lqae_tokenizer/demo_models/<name>/).
+"""Package a finished lqae-llm run as a bundled ImageLM (lqae_tokenizer/demo_models/<name>/, or --output).
 
-    python recipes/package_llm.py RUN_DIR [--name fashion-mnist-smollm2] [--measured RESULTS_MD_SECTION]
+    python recipes/package_llm.py RUN_DIR --name fashion-mnist-smollm2-read [--measured RESULTS_MD_SECTION]
+    python recipes/package_llm.py RUN_DIR --name fashion-mnist-smollm2 --output DIR   # outside the package
 
 Copies RUN_DIR/final (image_lm.json and the LoRA adapter), stores the adapter's weights as float16
 (they load into the float32 model; half the bytes), and writes the card (README.md) from image_lm.json
@@ -21,14 +22,15 @@ FILES = ("image_lm.json", "adapter_config.json", "adapter_model.safetensors")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
-    parser.add_argument("--name", default="fashion-mnist-smollm2")
+    parser.add_argument("--name", required=True, help="the bundled name (the folder's name)")
+    parser.add_argument("--output", type=Path, help="write here instead of lqae_tokenizer/demo_models/NAME")
     parser.add_argument("--measured", type=Path, help="Markdown appended to the card as its Measured section")
     args = parser.parse_args()
     from safetensors.torch import load_file, save_file
 
     from lqae_tokenizer.llm.card import build_card
 
-    target = ROOT / "lqae_tokenizer" / "demo_models" / args.name
+    target = args.output or ROOT / "lqae_tokenizer" / "demo_models" / args.name
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for name in FILES:

