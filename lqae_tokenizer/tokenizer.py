@@ -131,6 +131,11 @@ class ImageTokenizer:
         fingerprint differs from the one the checkpoint was trained with.
         """
         hub = dict(cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        if bundled_models.is_bundled(name_or_path, bundled_models.IMAGE_LM) and not Path(name_or_path).is_dir():
+            raise checkpoint.CheckpointError(
+                f"{name_or_path!r} is a bundled ImageLM (an LLM adapter), not an image tokenizer: load it with "
+                f"lqae_tokenizer.llm.ImageLM.from_pretrained; bundled image tokenizers are "
+                f"{bundled_models.names(bundled_models.TOKENIZER)}")
         if bundled_models.is_bundled(name_or_path):  # "photo", "fashion-mnist": shipped inside the package
             reads = bundled_models.REGISTRY[name_or_path].language_model
             name_or_path = bundled_models.bundled_dir(name_or_path)

@@ -260,3 +260,11 @@ def test_push_to_hub_then_load_it_by_repo_id_and_offline_from_the_cache(saved, t
                           env={**env, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["labels"] == LABELS
+
+
+def test_an_imagelm_name_given_to_the_tokenizer_says_what_it_is(tmp_path):
+    from lqae_tokenizer import ImageTokenizer
+    from lqae_tokenizer.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="bundled ImageLM.*ImageLM.from_pretrained.*'fashion-mnist', 'photo'"):
+        ImageTokenizer.from_pretrained("fashion-mnist-smollm2-read")
