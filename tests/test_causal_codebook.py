@@ -230,3 +230,20 @@ def test_the_smollm2_preset_builds_over_the_converted_gguf(smollm2):
     assert tok.text_tokenizer.convert_ids_to_tokens(tok.model.mask_token_id) == "<|endoftext|>"
     image = random_image(4)
     assert tok.from_text(tok.to_text(image)) == tok.encode(image)
+
+
+def test_lqae_tokenize_reads_a_causal_codebook_tokenizer_folder(llama_tokenizer, tmp_path, capsys):
+    from PIL import Image
+
+    from lqae_tokenizer.cli.tokenize import main
+
+    folder = tmp_path / "causal-words"
+    llama_tokenizer.save_pretrained(folder)
+    image = tmp_path / "x.png"
+    Image.fromarray(random_image(21)).save(image)
+    assert main([str(image), "--model", str(folder), "--format", "json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["ids"] == llama_tokenizer.encode(image)
+    assert llama_tokenizer.from_text(line["text"]) == line["ids"]
+    card = (folder / "README.md").read_text()
+    assert "tokens_per_image: 16" in card and "codebook_vocabulary: words" in card
