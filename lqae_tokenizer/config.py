@@ -50,6 +50,14 @@ class LQAEConfig:
     cosine over 384 or 768 dimensions makes hard to learn (README, "The bundled tokenizers"). 0 (the
     default, and the ``paper`` preset) is the paper's search over the full embeddings.
 
+    ``codebook_centering=True`` searches around the codebook's centre: queries are compared with the
+    allowed rows minus their mean (``E_w - mean_w' E_w'``) instead of the rows themselves, and the
+    commitment loss pulls them there; ids stay word ids and the LM still reads the raw rows ``E_w``.
+    For a nearly isotropic table (MiniLM: the mean of its unit rows has norm 0.11) it changes little;
+    a causal LLM's input embeddings share one strong direction (SmolLM2: 0.68), so a cosine over the raw
+    rows lets only the few words furthest from it be nearest to anything (RESULTS.md). False (default,
+    the paper) searches the raw rows.
+
     ``decoder_layers``: which LM hidden states the decoder reads, concatenated along the width
     (indices into (embedding output, layer 1, ..., layer L); negative counts from the end). The
     paper's is ``(-1,)``, the last layer; a small LM's last layer can keep little of which word sat
@@ -99,6 +107,7 @@ class LQAEConfig:
     codebook_entropy_temperature: float = 0.01
     codebook_entropy_tokens: int = 1024
     search_dim: int = 0
+    codebook_centering: bool = False
     decoder_layers: tuple[int, ...] = (-1,)
     decoder_skip: bool = False
 
@@ -195,6 +204,11 @@ class LQAEConfig:
                              "decoder_layers must be [-1] and decoder_skip false")
         if not isinstance(self.decoder_skip, bool):
             raise ValueError(f"decoder_skip must be true or false, got {self.decoder_skip!r}")
+        if not isinstance(self.codebook_centering, bool):
+            raise ValueError(f"codebook_centering must be true or false, got {self.codebook_centering!r}")
+        if self.codebook_centering and (self.quantizer != "language" or dim > 0):
+            raise ValueError("codebook_centering centres the language model's rows for the search: it needs "
+                             f"quantizer='language' and search_dim=0, got {self.quantizer!r} and {dim}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -241,7 +255,8 @@ class LQAEConfig:
 # What the network is: changing any of these makes another model.
 NETWORK_FIELDS = ("image_size", "patch_size", "encoder_width", "encoder_depth", "encoder_heads", "decoder_width",
                   "decoder_depth", "decoder_heads", "mlp_ratio", "vit_block", "language_model", "codebook_vocabulary",
-                  "metric", "quantizer", "learned_codebook_size", "search_dim", "decoder_layers", "decoder_skip")
+                  "metric", "quantizer", "learned_codebook_size", "search_dim", "codebook_centering", "decoder_layers",
+                 "decoder_skip")
 # How it is trained: the loss and masking (lqae-train --init_from may change these).
 TRAINING_FIELDS = ("mask_ratio", "mask_token", "pixel_loss_weight", "commitment_weight", "mlm_loss_weight", "codebook_loss_weight",
                    "codebook_entropy_weight", "codebook_entropy_temperature", "codebook_entropy_tokens")

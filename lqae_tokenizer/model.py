@@ -96,7 +96,7 @@ class LQAEModel(nn.Module):
             self.encoder.to_empty(device="cpu")
             self.decoder.to_empty(device="cpu")
         projection = (width, config.search_dim) if config.search_dim else None
-        self.quantizer = LanguageQuantizer(allowed_ids, config.metric, projection)
+        self.quantizer = LanguageQuantizer(allowed_ids, config.metric, projection, center=config.codebook_centering)
         self.learned = config.quantizer == "learned"
         # The VQ-VAE baseline's own codebook, initialised as the official VQAE's: N(0, 1/width)
         # (flax variance_scaling(1, "fan_in", "normal") on a [K, width] table).
@@ -250,7 +250,8 @@ class LQAEModel(nn.Module):
         if flat.shape[0] > c.codebook_entropy_tokens:
             pick = torch.randperm(flat.shape[0], generator=generator, device=generator.device if generator else "cpu")
             flat = flat[pick[: c.codebook_entropy_tokens].to(flat.device)]
-        rows = embeddings.detach()[self.quantizer.allowed_ids]  # [K, H], never trained by this term
+        # [K, H], what the search compares with (the centred rows with codebook_centering); never trained here
+        rows = self.quantizer.searched_rows(embeddings.detach())[self.quantizer.allowed_ids]
         return codebook_entropy(flat, rows, c.codebook_entropy_temperature)
 
     def _vqvae_forward(self, pixels: torch.Tensor, quantized, mask: torch.Tensor | None) -> LQAEOutput:

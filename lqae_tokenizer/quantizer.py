@@ -63,10 +63,12 @@ class LanguageQuantizer(nn.Module):
     not registered twice; the prepared search layout of a frozen table is cached (see :meth:`codebook`).
     """
 
-    def __init__(self, allowed_ids: torch.Tensor, metric: str, projection: tuple[int, int] | None = None) -> None:
+    def __init__(self, allowed_ids: torch.Tensor, metric: str, projection: tuple[int, int] | None = None,
+                 center: bool = False) -> None:
         super().__init__()
         self.register_buffer("allowed_ids", allowed_ids.clone(), persistent=False)
         self.metric = metric
+        self.center = center
         # P [H, d]: N(0, 1/H) keeps a unit row's projection at about unit size.
         self.projection = None
         if projection is not None:
@@ -76,11 +78,14 @@ class LanguageQuantizer(nn.Module):
         self._codebook_key: tuple | None = None
 
     def searched_rows(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """``[V, D]`` the rows the search compares queries with: ``embeddings`` itself, or with a
-        projection ``normalize(embeddings) @ P`` ``[V, d]``, computed in float64 and rounded to float32.
+        """``[V, D]`` the rows the search compares queries with: ``embeddings`` itself, the rows minus
+        the allowed rows' mean (``center``), or with a projection ``normalize(embeddings) @ P``
+        ``[V, d]``; the last two computed in float64 and rounded to float32.
 
         Float64 with autocast off, so that no global precision setting (autocast, reduced-precision
         float32 matmuls) changes the rows, and with them the ids."""
+        if self.center:
+            return centred_rows(embeddings, self.allowed_ids.to(embeddings.device))
         if self.projection is None:
             return embeddings
         with torch.autocast(embeddings.device.type, enabled=False):
@@ -123,7 +128,10 @@ class LanguageQuantizer(nn.Module):
             return self._projected_forward(z, embeddings)
         ids = self.search(z, embeddings)
         q = F.embedding(ids, embeddings).to(z.dtype)  # raw rows, [B, N, H]
-        commitment = F.mse_loss(z.float(), q.detach().float())
+        # The commitment pulls the queries towards what they are compared with: the rows, or the
+        # centred rows (the LM still reads the raw ones).
+        target = q if not self.center else F.embedding(ids, self.searched_rows(embeddings)).to(z.dtype)
+        commitment = F.mse_loss(z.float(), target.detach().float())
         if embeddings.requires_grad and torch.is_grad_enabled():
             codebook_loss = F.mse_loss(q.float(), z.detach().float())
         else:
@@ -152,6 +160,14 @@ class LanguageQuantizer(nn.Module):
         moved = ((z.float() - z.detach().float()) @ back) * rows.float().norm(dim=-1, keepdim=True)
         quantized = q + moved.to(q.dtype)
         return QuantizerOutput(ids=ids, quantized=quantized, commitment_loss=commitment, codebook_loss=codebook_loss)
+
+
+def centred_rows(embeddings: torch.Tensor, allowed_ids: torch.Tensor) -> torch.Tensor:
+    """``[V, D]`` float32: every row minus the mean of the allowed rows, computed in float64 with autocast
+    off (no global precision setting can change the rows the exact search compares with)."""
+    with torch.autocast(embeddings.device.type, enabled=False):
+        table = embeddings.detach().double()
+        return (table - table[allowed_ids].mean(0)).float()
 
 
 def codebook_usage(ids: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,14 +26,18 @@ class CdistQuantizer(LanguageQuantizer):
     lowest id, as :meth:`torch.argmin`); with float32 it is what a first implementation would do.
     """
 
-    def __init__(self, allowed_ids: torch.Tensor, metric: str, distance_dtype: torch.dtype) -> None:
-        super().__init__(allowed_ids, metric)
+    def __init__(self, allowed_ids: torch.Tensor, metric: str, distance_dtype: torch.dtype, center: bool = False) -> None:
+        super().__init__(allowed_ids, metric, center=center)
         self.distance_dtype = distance_dtype
 
     def search(self, z: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """``[B, N, H]`` vectors -> ``[B, N]`` int64 ids of the nearest allowed rows."""
         allowed = self.allowed_ids.to(embeddings.device)
-        rows = embeddings.detach()[allowed].to(self.distance_dtype)  # [K, H]
+        rows = embeddings.detach()[allowed]  # [K, H]
+        if self.center:  # the library's centred rows: float64 mean of the allowed rows, rounded to float32
+            table = rows.double()
+            rows = (table - table.mean(0)).float()
+        rows = rows.to(self.distance_dtype)
         flat = z.detach().reshape(-1, z.shape[-1]).to(self.distance_dtype)  # [B*N, H]
         if self.metric == "cosine":
             rows, flat = F.normalize(rows, dim=1), F.normalize(flat, dim=1)
@@ -49,5 +53,6 @@ def straightforward_model(model: LQAEModel, *, distance_dtype: torch.dtype = tor
     """
     plain = copy.copy(model)
     plain._modules = dict(model._modules)  # so that replacing the quantizer leaves ``model`` alone
-    plain.quantizer = CdistQuantizer(model.quantizer.allowed_ids, model.quantizer.metric, distance_dtype)
+    plain.quantizer = CdistQuantizer(model.quantizer.allowed_ids, model.quantizer.metric, distance_dtype,
+                                     center=model.quantizer.center)
     return plain

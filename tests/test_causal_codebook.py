@@ -247,3 +247,48 @@ def test_lqae_tokenize_reads_a_causal_codebook_tokenizer_folder(llama_tokenizer,
     assert llama_tokenizer.from_text(line["text"]) == line["ids"]
     card = (folder / "README.md").read_text()
     assert "tokens_per_image: 16" in card and "codebook_vocabulary: words" in card
+
+
+def test_codebook_centering_searches_around_the_centre_and_equals_its_plain_reference(llama_dir):
+    """codebook_centering compares queries with the rows minus the allowed rows' mean; the ids equal a
+    float64 cdist over those centred rows, the LM still reads the raw rows, and the commitment pulls
+    the queries towards the centred rows."""
+    import torch.nn.functional as F
+
+    from conftest import build_tokenizer
+    from lqae_tokenizer.straightforward import straightforward_model
+
+    tok = build_tokenizer(llama_dir, codebook_vocabulary="words", codebook_centering=True, seed=4)
+    model = tok.model
+    table = model.codebook_table.detach()
+    allowed = model.quantizer.allowed_ids
+    # Shift every row by one large common vector: a cosine over the raw rows would now see them all
+    # alike, the centred search is unchanged (its rows are the same).
+    shifted = table.clone()
+    shifted[allowed] += 50 * table[allowed].abs().mean()
+    pixels = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        z = model.encoder(pixels)
+        ids = model.quantizer.search(z, table)
+        assert torch.equal(ids, model.quantizer.search(z, shifted))
+        oracle = straightforward_model(model, distance_dtype=torch.float64).quantizer.search(z, table)
+        assert torch.equal(ids, oracle)
+        centred = table.double() - table[allowed].double().mean(0)
+        by_hand = allowed[(F.normalize(z.reshape(-1, z.shape[-1]).double(), dim=1)
+                           @ F.normalize(centred[allowed], dim=1).T).argmax(1)].view(ids.shape)
+        assert torch.equal(ids, by_hand)
+        out = model.quantizer(z, table)
+        assert torch.equal(out.quantized, F.embedding(ids, table).to(z.dtype))  # the LM reads raw rows
+        expected = F.mse_loss(z.float(), F.embedding(ids, centred.float()).float())
+        assert torch.allclose(out.commitment_loss, expected)
+    image = random_image(7)
+    assert tok.from_text(tok.to_text(image)) == tok.encode(image)
+
+
+def test_codebook_centering_is_refused_with_a_learned_codebook_or_a_projection():
+    from lqae_tokenizer import LQAEConfig
+
+    with pytest.raises(ValueError, match="codebook_centering"):
+        LQAEConfig.from_preset("demo-vqvae", codebook_centering=True)
+    with pytest.raises(ValueError, match="codebook_centering"):
+        LQAEConfig.from_preset("demo", codebook_centering=True, search_dim=8, metric="l2")
