@@ -268,3 +268,22 @@ def test_an_imagelm_name_given_to_the_tokenizer_says_what_it_is(tmp_path):
 
     with pytest.raises(CheckpointError, match="bundled ImageLM.*ImageLM.from_pretrained.*'fashion-mnist', 'photo'"):
         ImageTokenizer.from_pretrained("fashion-mnist-smollm2-read")
+
+
+def test_bf16_precision_reads_with_autocast_close_to_float32(adapter):
+    texts = ["dye florence " * 32, "a " * 64]
+    assert adapter.precision == "auto"  # float32 on a CPU
+    fp32 = adapter.scores_of_texts(texts)
+    adapter.precision = "bf16"
+    try:
+        bf16 = adapter.scores_of_texts(texts)
+        drawn = adapter.draw_ids("bag", 1, seed=0)
+    finally:
+        adapter.precision = "auto"
+    assert not torch.equal(bf16, fp32)  # the autocast really ran
+    torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=0.3)
+    assert drawn.shape == (1, 64)
+    from lqae_tokenizer.llm import ImageLM
+
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ImageLM(adapter.image_tokenizer, adapter.model, adapter.llm_tokenizer, LABELS, precision="fp16")

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="reading accuracy on labelled image text")
     evaluate.add_argument("--model", required=True, help="ImageLM folder or bundled name")
+    evaluate.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="the LM's arithmetic: auto (bf16 autocast on CUDA, float32 on a CPU), fp32, bf16")
     evaluate.add_argument("--data", nargs="+", required=True, help="lqae-tokenize JSONL files or datasets folders")
     evaluate.add_argument("--label-names", help="as for train")
     evaluate.add_argument("--limit", type=int, help="the first N >= 1 records after a seeded shuffle (seed 0)")
@@ -118,10 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     classify = sub.add_parser("classify", help="print the likeliest label of each image")
     classify.add_argument("--model", required=True, help="ImageLM folder or bundled name")
+    classify.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="the LM's arithmetic: auto (bf16 autocast on CUDA, float32 on a CPU), fp32, bf16")
     classify.add_argument("images", nargs="+", help="image files")
 
     draw = sub.add_parser("draw", help="draw a named class to a PNG")
     draw.add_argument("--model", required=True, help="ImageLM folder or bundled name")
+    draw.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="the LM's arithmetic: auto (bf16 autocast on CUDA, float32 on a CPU), fp32, bf16")
     draw.add_argument("--label", required=True, help="the class to draw")
     draw.add_argument("--n", type=int, default=1, help=f"how many drawings, 1-{MAX_DRAWINGS} (side by side in one PNG)")
     draw.add_argument("--seed", type=int, default=0)
@@ -183,11 +189,11 @@ def _model_config(flag: str, name: str, task: str | None = None) -> dict:
     return config
 
 
-def _load(name: str):
+def _load(name: str, precision: str = "auto"):
     from .image_lm import ImageLM
 
     try:
-        return ImageLM.from_pretrained(name)
+        return ImageLM.from_pretrained(name, precision=precision)
     except CheckpointError as err:  # found only once loading (e.g. a pin): still one line
         raise UsageError(f"--model {name}: {err}") from None
 
@@ -225,7 +231,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     _check_output(args.json, "--json")
     _model_config("--model", args.model, "read")
     items = select_images(read_labelled_text(args.data, parse_label_names(args.label_names)), args.limit, 0)
-    image_lm = _load(args.model)
+    image_lm = _load(args.model, args.precision)
     result = reading_accuracy(image_lm, items, progress=True)
     print(f"accuracy {result['accuracy']:.4f} +- {result['ci95']:.4f} (95% CI) on {result['n']} images, "
           f"{result['images_per_second']:.1f} images/s")
@@ -238,7 +244,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _classify(args: argparse.Namespace) -> int:
     _model_config("--model", args.model, "read")
     _check_images(args.images)
-    image_lm = _load(args.model)
+    image_lm = _load(args.model, args.precision)
     for path, label in zip(args.images, image_lm.classify(list(args.images))):
         print(f"{path}: {label}")
     return 0
@@ -267,8 +273,8 @@ def _draw(args: argparse.Namespace) -> int:
         _check_reader(config, _model_config("--reader", args.reader, "read"), args.label)
     elif args.candidates > 1:
         _model_config("--model", args.model, "read")  # it ranks its own candidates
-    image_lm = _load(args.model)
-    reader = _load(args.reader) if args.reader else None
+    image_lm = _load(args.model, args.precision)
+    reader = _load(args.reader, args.precision) if args.reader else None
     try:  # only the settings' check: an error from deeper inside draw keeps its traceback
         image_lm.check_draw(args.label, args.n, temperature=args.temperature, candidates=args.candidates,
                             reader=reader)

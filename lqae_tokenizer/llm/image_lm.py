@@ -41,6 +41,9 @@ __all__ = ["ImageLM", "codebook_words", "load_image_tokenizer", "require_llm_pac
            "FORMAT_VERSION", "TOKENIZER_DIR"]
 
 
+READ_PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def require_llm_packages() -> None:
     """``ImportError`` naming the ``[llm]`` extra when peft is missing (GGUF support is asked for only
     when a GGUF model is converted, :mod:`~lqae_tokenizer.gguf_cache`)."""
@@ -89,13 +92,20 @@ class ImageLM:
         language_model: the portable name the LM was loaded from (recorded by ``save_pretrained``).
         image_tokenizer_name: a bundled tokenizer's name, or None to save the tokenizer in the folder.
         training: facts about how the adapter was trained, for the card.
+        pins: the fingerprints the folder records (default: computed from the models given).
+        precision: the LM's arithmetic when reading and drawing: ``"auto"`` (bf16 autocast on CUDA,
+            float32 elsewhere), ``"fp32"`` or ``"bf16"`` (autocast; on a CPU with AMX several times
+            faster than float32; scores then differ from float32 ones by bf16 rounding).
     """
 
     def __init__(self, image_tokenizer: Any, model: Any, llm_tokenizer: Any, labels: Sequence[str], *,
                  prompt: PromptFormat | None = None, language_model: str | None = None,
                  image_tokenizer_name: str | None = None, training: dict[str, Any] | None = None,
-                 pins: dict[str, str] | None = None) -> None:
+                 pins: dict[str, str] | None = None, precision: str = "auto") -> None:
         check_labels(llm_tokenizer, labels)
+        if precision not in READ_PRECISIONS:
+            raise ValueError(f"precision must be one of {READ_PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.image_tokenizer = image_tokenizer
         self.model = model.eval()
         self.llm_tokenizer = llm_tokenizer
@@ -121,11 +131,12 @@ class ImageLM:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, dtype: torch.dtype | None = None,
                         revision: str | None = None, cache_dir: str | None = None, local_files_only: bool = False,
-                        token: str | bool | None = None) -> "ImageLM":
+                        token: str | bool | None = None, precision: str = "auto") -> "ImageLM":
         """Load a folder written by :meth:`save_pretrained`, a bundled ImageLM by name (e.g.
         ``"fashion-mnist-smollm2-read"``) or a Hub repo (``revision``, ``cache_dir``,
         ``local_files_only``, ``token`` as for the tokenizer). The LM is loaded by its recorded name
-        (offline first) with the adapter on top, in ``dtype`` (default float32).
+        (offline first) with the adapter on top, in ``dtype`` (default float32); ``precision`` as in the
+        constructor.
 
         Everything that can be checked before the LM's weights load is (:mod:`~lqae_tokenizer.llm.folder`):
         ``image_lm.json``, the adapter files, the image tokenizer and its pin, the recorded words per image,
@@ -160,7 +171,7 @@ class ImageLM:
         return cls(image_tokenizer, model, llm_tokenizer, config["labels"],
                    prompt=PromptFormat.from_dict(config["prompt"]), language_model=config["language_model"],
                    image_tokenizer_name=config["image_tokenizer"] if config["image_tokenizer"] != TOKENIZER_DIR else None,
-                   training=config.get("training"), pins=config.get("pins"))
+                   training=config.get("training"), pins=config.get("pins"), precision=precision)
 
     def config_dict(self) -> dict[str, Any]:
         """What ``image_lm.json`` holds."""
@@ -249,8 +260,9 @@ class ImageLM:
         self.require_reading()
         labels = self.labels if labels is None else check_label_list(labels, self.llm_tokenizer)
         queries = [self.prompt.read_prompt(t) for t in texts]
-        return torch.tensor(score_queries_batched(self._base(), self.llm_tokenizer, queries, labels),
-                            dtype=torch.float64)
+        with self._autocast():
+            scores = score_queries_batched(self._base(), self.llm_tokenizer, queries, labels)
+        return torch.tensor(scores, dtype=torch.float64)
 
     def classify(self, images: Any, labels: Sequence[str] | None = None) -> list[str]:
         """The likeliest label of each image (a list even for one image)."""
@@ -356,8 +368,9 @@ class ImageLM:
         inputs = torch.tensor([prompt] * n, device=next(base.parameters()).device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = base.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
-                                logits_processor=processors)
+            with self._autocast():
+                out = base.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
+                                    logits_processor=processors)
         rows = []
         for generated in out[:, len(prompt):].tolist():
             if eos in generated:
@@ -389,6 +402,12 @@ class ImageLM:
         return self.image_tokenizer.batch_decode(self.draw_ids(label, n, seed=seed, temperature=temperature,
                                                                top_k=top_k, guidance=guidance,
                                                                candidates=candidates, reader=reader))
+
+    def _autocast(self):
+        """The autocast context of :attr:`precision` on the LM's device (off for float32)."""
+        device = next(self._base().parameters()).device
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def _base(self) -> Any:
         """The causal LM with the adapter's layers in place (a peft model's base model, or the model)."""
