@@ -13,7 +13,7 @@ drawing (classified by an independent pixel classifier, diversity, a picture gri
 
 Splits (Fashion-MNIST's test split, by index; never used to train anything): dev = 6,000-6,999 (used
 to choose the training recipe), final = 8,000-8,999 (the reported numbers until 2026-12-05; looked at
-many times), holdout = 0-1,999 (the final set since 2026-12-06: once per shipped artifact, LOOKS.md).
+many times), holdout = 3,000-4,999 (the final set since 2026-12-06: once per shipped artifact, LOOKS.md).
 Training images are the first N of the training split after the seeded shuffle ``lqae-llm train
 --max-images N`` uses, so every arm of a size sees the same images. Results go to W/results/*.json.
 """
@@ -32,9 +32,10 @@ from lqae_tokenizer.evaluation.fashion_mnist import LABEL_NAMES, read_split
 from lqae_tokenizer.llm.data import read_labelled_text
 from lqae_tokenizer.llm.training import select_images
 
-# "final" (8,000-8,999) was looked at many times before 2026-12-06 (RESULTS.md); "holdout" (0-1,999) is
-# the final set since then: each shipped artifact is scored on it once, and every look is in LOOKS.md.
-SPLITS = {"dev": range(6000, 7000), "final": range(8000, 9000), "holdout": range(0, 2000)}
+# "final" (8,000-8,999) was looked at many times before 2026-12-06 (RESULTS.md); "holdout" (3,000-4,999)
+# is the final set since then: each shipped artifact is scored on it once, and every look is in LOOKS.md.
+# (0-2,087 held the ablation's evaluation images, 0-393 the test fixtures and the bundled samples.)
+SPLITS = {"dev": range(6000, 7000), "final": range(8000, 9000), "holdout": range(3000, 5000)}
 NAMES = {str(i): name for i, name in enumerate(LABEL_NAMES)}
 
 

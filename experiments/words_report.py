@@ -16,8 +16,8 @@ On Fashion-MNIST (Debian's dataset-fashion-mnist), for one tokenizer:
 - the vocabulary used: distinct ids and perplexity over the set, and LLM tokens per image under SmolLM2's
   tokenizer (``to_text`` as a prompt sees it).
 
-Sets are test-split index ranges (``llm_study.SPLITS``): ``dev`` chooses, ``holdout`` (0-1,999) is scored
-once per shipped artifact and logged in LOOKS.md.
+Sets are test-split index ranges (``llm_study.SPLITS``): ``dev`` chooses, ``holdout`` (3,000-4,999) is
+scored once per shipped artifact and logged in LOOKS.md.
 """
 
 from __future__ import annotations

