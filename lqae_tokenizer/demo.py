@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from .bundled import BUNDLED, DEFAULT_BUNDLED, bundled_dir, minilm_path
+from .bundled import BUNDLED, DEFAULT_BUNDLED, bundled_dir
 
 # The registry lives in .bundled (imported by the tokenizer too); these names are kept for callers.
 DEMOS, DEFAULT_DEMO = BUNDLED, DEFAULT_BUNDLED
@@ -30,7 +30,8 @@ def load_demo(name: str = DEFAULT_DEMO, device: torch.device | str | None = None
     the same as ``ImageTokenizer.from_pretrained(name)``."""
     from .tokenizer import ImageTokenizer
 
-    return ImageTokenizer.from_pretrained(bundled_dir(name), device=device, language_model=minilm_path())
+    bundled_dir(name)  # ValueError naming the bundled tokenizers for another name
+    return ImageTokenizer.from_pretrained(name, device=device)
 
 
 def sample_images(name: str = DEFAULT_DEMO) -> list[Path]:

