@@ -39,6 +39,15 @@ SPLITS = {"dev": range(6000, 7000), "final": range(8000, 9000), "holdout": range
 NAMES = {str(i): name for i, name in enumerate(LABEL_NAMES)}
 
 
+def split_records(folder: Path) -> dict[str, list[dict]]:
+    """The test splits' records in ``folder`` (``dev.jsonl``, ``final.jsonl``, ``holdout.jsonl``)."""
+    missing = [s for s in SPLITS if not (folder / f"{s}.jsonl").is_file()]
+    if missing:
+        raise SystemExit(f"{folder} has no {', '.join(s + '.jsonl' for s in missing)}: write the splits with "
+                         f"`split` (and an arm's texts with `texts`) again; the holdout split was added on 2026-12-06")
+    return {s: records(folder / f"{s}.jsonl") for s in SPLITS}
+
+
 def index_of(path: str) -> int:
     return int(Path(path).stem)
 
@@ -96,8 +105,7 @@ def cmd_texts(args) -> None:
     root = args.fashion
     out = args.work / args.name
     out.mkdir(parents=True, exist_ok=True)
-    sets = {"train": train_subset(args.work, args.images), "dev": records(args.work / "dev.jsonl"),
-            "final": records(args.work / "final.jsonl")}
+    sets = {"train": train_subset(args.work, args.images), **split_records(args.work)}
     for name, rows in sets.items():
         paths = [root / Path(r["path"]).relative_to(Path(r["path"]).parents[2]) for r in rows]
         ids = tok.encode(paths, batch_size=256)
@@ -153,12 +161,12 @@ def arm_records(work: Path, arm: str | None, images: int) -> tuple[list[dict], d
     """The training records of ``images`` images and the dev/final records, as the bundled tokenizer's
     words (``arm`` None) or as another tokenizer's (the folder the ``texts`` command wrote)."""
     if arm is None:
-        return train_subset(work, images), {s: records(work / f"{s}.jsonl") for s in SPLITS}
+        return train_subset(work, images), split_records(work)
     train = records(work / arm / "train.jsonl")
     if len(train) != images:
         raise SystemExit(f"{work / arm / 'train.jsonl'} holds {len(train)} training images, not {images}: "
                          f"write it with `texts --images {images}` or pass --images {len(train)}")
-    return train, {s: records(work / arm / f"{s}.jsonl") for s in SPLITS}
+    return train, split_records(work / arm)
 
 
 def cmd_probes(args) -> None:

@@ -81,6 +81,54 @@ def fashion_tokenizer(minilm_dir):
     return ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
 
 
+# PyTorch's per-backend float32 precision settings, parents before children: assigning a parent
+# rewrites its children, so they are restored in this order.
+PRECISION_SETTINGS = ("", "cuda.matmul", "cudnn", "cudnn.conv", "cudnn.rnn", "mkldnn", "mkldnn.matmul",
+                      "mkldnn.conv", "mkldnn.rnn")
+
+
+def _backend(path: str):
+    obj = torch.backends
+    for part in filter(None, path.split(".")):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def precision_settings() -> dict[str, str]:
+    """Every ``torch.backends...fp32_precision`` value this PyTorch has, by path ("" is the global one)."""
+    return {path: _backend(path).fp32_precision for path in PRECISION_SETTINGS
+            if hasattr(_backend(path), "fp32_precision")}
+
+
+def restore_precision(saved: dict[str, str]) -> None:
+    """Put back what :func:`precision_settings` returned (the legacy ``get_float32_matmul_precision``
+    cannot do this: it reads one merged value, or raises once the new API has been used)."""
+    for path, value in saved.items():
+        _backend(path).fp32_precision = value
+
+
+@pytest.fixture
+def restore_precision_settings():
+    """Leave the process's global matmul and convolution precision settings as they were."""
+    saved = precision_settings()
+    yield
+    restore_precision(saved)
+
+
+@pytest.fixture(autouse=True)
+def _precision_settings_unchanged():
+    """A test that leaves a reduced precision setting behind makes every later test in its process run
+    matmuls in bf16 or tf32 (golden ids and tolerances then fail far from the cause): fail it here."""
+    before = precision_settings()
+    yield
+    after = precision_settings()
+    if after != before:
+        restore_precision(before)
+        changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+        pytest.fail(f"the test changed global precision settings and left them changed: {changed}; "
+                    "use the restore_precision_settings fixture")
+
+
 def build_tokenizer(language_model: Path, seed: int = 0, **overrides):
     from lqae_tokenizer import ImageTokenizer, LQAEConfig
 

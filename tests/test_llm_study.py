@@ -39,14 +39,17 @@ def test_arm_records_are_the_bundled_subset_or_the_arm_folder(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", rows)
     for split in ("dev", "final"):
         write_jsonl(tmp_path / f"{split}.jsonl", [{"path": f"fm/test/0/0{split}.png", "ids": [1]}])
+    with pytest.raises(SystemExit, match="has no holdout.jsonl: write the splits"):
+        llm_study.arm_records(tmp_path, None, 20)  # a work folder from before the holdout split
+    write_jsonl(tmp_path / "holdout.jsonl", [{"path": "fm/test/0/03000.png", "ids": [1]}])
     train, tests = llm_study.arm_records(tmp_path, None, 20)
-    assert train == llm_study.select_images(rows, 20, 0) and sorted(tests) == ["dev", "final"]
+    assert train == llm_study.select_images(rows, 20, 0) and sorted(tests) == ["dev", "final", "holdout"]
     # Nested subsets: the first 10 of the 20 are the 10 a smaller run trains on.
     assert llm_study.arm_records(tmp_path, None, 10)[0] == train[:10]
 
     (tmp_path / "vq").mkdir()
     write_jsonl(tmp_path / "vq" / "train.jsonl", train)
-    for split in ("dev", "final"):
+    for split in llm_study.SPLITS:
         write_jsonl(tmp_path / "vq" / f"{split}.jsonl", [{"path": "x", "ids": [2]}])
     assert llm_study.arm_records(tmp_path, "vq", 20)[0] == train
     with pytest.raises(SystemExit, match="holds 20 training images, not 30"):

@@ -163,7 +163,7 @@ def test_projection_edit_invalidates_the_cached_search(roberta_lm_dir):
 
 
 @pytest.mark.parametrize("setting", ["bf16-autocast", "fp16-queries", "matmul-medium"])
-def test_search_stays_exact_under_every_precision_setting(projected, setting):
+def test_search_stays_exact_under_every_precision_setting(projected, setting, restore_precision_settings):
     model = projected.model
     table = model.language_model.word_embeddings.detach()
     allowed = model.quantizer.allowed_ids
@@ -174,12 +174,8 @@ def test_search_stays_exact_under_every_precision_setting(projected, setting):
     queries = ((rows[pick] + rows[other]) / 2).float()  # near-ties once rounded to the query dtype
     dtype = {"bf16-autocast": torch.bfloat16, "fp16-queries": torch.float16}.get(setting, torch.float32)
     queries = queries.to(dtype)
-    previous = torch.get_float32_matmul_precision()
-    try:
-        if setting == "matmul-medium":
-            torch.set_float32_matmul_precision("medium")
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bf16-autocast"):
-            got = model.quantizer.search(queries[None], table)[0]
-    finally:
-        torch.set_float32_matmul_precision(previous)
+    if setting == "matmul-medium":
+        torch.set_float32_matmul_precision("medium")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting == "bf16-autocast"):
+        got = model.quantizer.search(queries[None], table)[0]
     assert torch.equal(got, oracle_ids(queries.double(), table, allowed, projection))

@@ -67,18 +67,6 @@ def near_tie_problem(n: int, v: int, d: int, metric: str, seed: int, gaps=(1e-9,
     return x.float(), book.float()
 
 
-@pytest.fixture
-def restore_precision_settings():
-    """Leave the process's global matmul settings as they were."""
-    saved = {path: bounds._setting(path) for path in ("cuda.matmul", "mkldnn.matmul")}
-    generic = getattr(torch.backends, "fp32_precision", None)
-    yield
-    if generic is not None:
-        torch.backends.fp32_precision = generic
-    torch.backends.cuda.matmul.fp32_precision = saved["cuda.matmul"]
-    torch.backends.mkldnn.matmul.fp32_precision = saved["mkldnn.matmul"]
-
-
 SETTINGS = {
     "default": lambda: None,
     "legacy-medium": lambda: torch.set_float32_matmul_precision("medium"),
@@ -250,3 +238,40 @@ def test_reduced_precision_bound_covers_a_bf16_rounding_fp32_matmul(metric):
 
     assert bool(winners_kept(bounds.FP32_REDUCED).all())
     assert not bool(winners_kept(bounds.FP32_IEEE).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("filter_dtype", [torch.bfloat16, torch.float32])
+def test_the_fp32_cosine_layout_bounds_its_error_against_the_float64_reference(dtype, filter_dtype):
+    """prepare_cosine_fp32 never computes the exact unit rows; its row_error and row_norm must still
+    bound the true ones (measured here in float64), on rows of every ordinary magnitude, and its
+    filter rows must be the float64 reference's up to that error."""
+    g = torch.Generator().manual_seed(7)
+    low, high = (-6, 10) if dtype == torch.float16 else (-28, 48)  # float16 holds only 2^-14 .. 65504
+    scales = 2.0 ** torch.randint(low, high, (600, 1), generator=g).double()
+    rows = (torch.randn(600, 96, generator=g, dtype=torch.float64) * scales)
+    rows[:50, :40] = 0  # sparse rows
+    rows[50:60] = rows[60:70] * (1 + 2.0**-20)  # near-duplicate directions
+    rows = rows.to(dtype)
+    fast = reference.prepare_cosine_fp32(rows, filter_dtype)
+    slow = reference.prepare_codebook_float64(rows, "cosine", filter_dtype)
+    assert fast is not None
+    exact = reference.row_layout(rows, "cosine", 0)  # float64 unit rows
+    used = fast.filter_rows.double()
+    assert float(torch.linalg.vector_norm(used - exact, dim=1).max()) <= fast.row_error
+    assert float(torch.linalg.vector_norm(used, dim=1).max()) <= fast.row_norm
+    assert fast.row_error <= 4 * slow.row_error + 1e-3  # a bound, but not a loose one
+    assert (fast.filter_rows.double() - slow.filter_rows.double()).abs().max() <= 2 * fast.row_error
+
+
+def test_rows_the_fp32_cosine_layout_cannot_bound_take_the_float64_path_and_stay_exact():
+    g = torch.Generator().manual_seed(3)
+    for special in ("zero", "huge", "tiny"):
+        book = torch.randn(300, 48, generator=g)
+        book[5] = {"zero": 0.0, "huge": 2.0**60, "tiny": 2.0**-40}[special]
+        assert reference.prepare_cosine_fp32(book, torch.bfloat16) is None
+        x = torch.cat([book[:20] + 1e-3 * torch.randn(20, 48, generator=g), torch.randn(30, 48, generator=g)])
+        assert torch.equal(nearest_code(x, book, metric="cosine", backend="torch"),
+                           nearest_code_naive(x, book, "cosine"))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        nearest_code(torch.randn(2, 48), torch.full((4, 48), float("inf")), metric="cosine")
