@@ -187,8 +187,67 @@ def default_filter_dtype(device: torch.device) -> torch.dtype:
 
 
 def prepare_codebook(codebook: torch.Tensor, metric: str, filter_dtype: torch.dtype | None = None) -> PreparedCodebook:
-    """Lay out ``codebook`` ``[V, D]`` for ``metric``, a few thousand rows at a time (no float64 copy
-    of the whole table). ``filter_dtype``: ``torch.bfloat16`` or ``torch.float32`` (default: by device)."""
+    """Lay out ``codebook`` ``[V, D]`` for ``metric``; ``ValueError`` when a row is not finite.
+    ``filter_dtype``: ``torch.bfloat16`` or ``torch.float32`` (default: by device).
+
+    Cosine tables of ordinary magnitudes take :func:`prepare_cosine_fp32` (no float64 pass over the
+    table: several times faster, what a one-shot search pays); everything else, and any row that path
+    cannot bound, the float64 layout of :func:`prepare_codebook_float64`, its reference."""
+    rows = codebook.detach()
+    dtype = filter_dtype or default_filter_dtype(rows.device)
+    if metric == "cosine":
+        fast = prepare_cosine_fp32(rows, dtype)
+        if fast is not None:  # finite norms: every row is finite
+            return fast
+    if not bool(torch.isfinite(rows).all()):
+        raise ValueError("embeddings contain NaN or infinity; every codebook row must be finite")
+    return prepare_codebook_float64(rows, metric, dtype)
+
+
+# Rows the fp32 cosine layout takes: entries at most 2^50 and norms at least 2^-30, so that no square or
+# partial sum of squares overflows or loses more than FLUSH to underflow (a row outside goes float64).
+COSINE_FP32_MAX_ENTRY = 2.0**50
+COSINE_FP32_MIN_NORM = 2.0**-30
+
+
+def prepare_cosine_fp32(rows: torch.Tensor, filter_dtype: torch.dtype) -> PreparedCodebook | None:
+    """The cosine layout computed in float32, ``PREPARE_ROWS`` rows at a time: unit rows ``u = c / |c|``
+    (norm and division in fp32), fed to the filter in ``filter_dtype``; None when a row is not finite,
+    zero, tiny or huge (the caller takes the float64 path).
+
+    ``row_error`` must bound ``|fed - e|`` for the exact unit row ``e`` without computing ``e``:
+    ``|fed - u|`` is measured (the difference of a bf16 rounding and its fp32 source is exact, Sterbenz;
+    its norm is summed in fp32: the factor ``1 + (D + 2) 2^-23``), and ``|u - e| <= (D + 16) 2^-23``
+    bounds the fp32 norm (a D-term sum of squares in any order, then a square root: relative error at
+    most ``(D/2 + 2) 2^-23``) and division (at most two roundings, reciprocal then product) of a unit
+    row, with FLUSH slack for entries whose squares or quotients underflow.
+    """
+    dim = rows.shape[1]
+    grow = 1 + (dim + 2) * 2.0**-23
+    parts, row_norm, gap = [], 0.0, 0.0
+    for r0 in range(0, rows.shape[0], PREPARE_ROWS):
+        chunk = rows[r0 : r0 + PREPARE_ROWS].float()
+        norms = torch.linalg.vector_norm(chunk, dim=1)
+        if not bool(torch.isfinite(norms).all()) or float(chunk.abs().amax()) > COSINE_FP32_MAX_ENTRY \
+                or float(norms.min()) < COSINE_FP32_MIN_NORM:
+            return None
+        unit = chunk / norms[:, None]
+        fed = unit.to(filter_dtype)
+        used = fed.float()
+        row_norm = max(row_norm, float(torch.linalg.vector_norm(used, dim=1).max()) * grow)
+        if filter_dtype != torch.float32:
+            gap = max(gap, float(torch.linalg.vector_norm(used - unit, dim=1).max()) * grow)
+        parts.append(fed)
+    unit_error = (dim + 16) * 2.0**-23 + dim * bounds.FLUSH / COSINE_FP32_MIN_NORM**2
+    row_error = gap + unit_error + math.sqrt(dim) * bounds.FLUSH
+    filter_rows = torch.cat(parts).contiguous() if parts else rows.new_empty((0, dim), dtype=filter_dtype)
+    return PreparedCodebook(rows, "cosine", 0, 0.0, filter_rows, row_norm + unit_error, row_error)
+
+
+def prepare_codebook_float64(codebook: torch.Tensor, metric: str, filter_dtype: torch.dtype | None = None
+                             ) -> PreparedCodebook:
+    """The reference layout: every row laid out in float64 (a few thousand rows at a time, no float64
+    copy of the whole table) and rounded to ``filter_dtype``, its errors measured against that."""
     rows = codebook.detach()
     dtype = filter_dtype or default_filter_dtype(rows.device)
     exponent = table_exponent(rows, metric)

@@ -115,8 +115,8 @@ class Codebook:
     The codebook is a snapshot: it copies the rows it searches when built, so every later search
     answers for the table as it was then, whatever happens to the tensor that was passed (in-place
     edits, writes through ``.data`` or a NumPy view). After changing the table, build a new
-    ``Codebook``. Building one costs a few passes over the table (~1.4 s for 50,265 x 768 on a
-    2-core CPU, several times one search of 256 rows): build it once, search many times.
+    ``Codebook``. Building one costs a few float32 passes over the table for the cosine metric (a
+    float64 layout for l2, dot, and rows of extreme magnitude): build it once, search many times.
 
     Args:
         embeddings: ``[V, D]`` float32/bfloat16/float16 rows (e.g. a frozen word-embedding table).
@@ -130,23 +130,25 @@ class Codebook:
     """
 
     def __init__(self, embeddings: torch.Tensor, metric: str = "cosine",
-                 allowed_ids: torch.Tensor | None = None) -> None:
+                 allowed_ids: torch.Tensor | None = None, *, _one_call: bool = False) -> None:
         _validate_metric(metric)
         if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2 or embeddings.shape[0] == 0:
             got = list(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
             raise ValueError(f"embeddings must be a non-empty [V, D] tensor, got {got}")
         if embeddings.dtype not in reference.SUPPORTED_DTYPES:
             raise TypeError(f"embeddings must be float32, bfloat16 or float16, got {embeddings.dtype}")
-        if not bool(torch.isfinite(embeddings).all()):
-            raise ValueError("embeddings contain NaN or infinity; every codebook row must be finite")
         self.metric = metric
         self.vocab_size, self.dim = embeddings.shape
         self.allowed_ids = self._check_allowed(allowed_ids, embeddings.device)
         # A snapshot: later writes to the caller's tensor (in place, through .data or a NumPy view)
-        # cannot reach the rows the search re-ranks with, so filter and re-rank always agree.
+        # cannot reach the rows the search re-ranks with, so filter and re-rank always agree. A codebook
+        # built for one call (nearest_code) is searched before its caller can write anything: no copy.
         table = embeddings.detach()
-        rows = table.clone() if self.allowed_ids is None else table[self.allowed_ids]
-        self._prepare(rows)
+        if self.allowed_ids is not None:
+            rows = table[self.allowed_ids]
+        else:
+            rows = table if _one_call else table.clone()
+        self._prepare(rows)  # ValueError for a row that is not finite
 
     def _prepare(self, rows: torch.Tensor) -> None:
         self._book = reference.prepare_codebook(rows, self.metric)
@@ -299,8 +301,9 @@ def triton_fallback_share(book: Codebook, x: torch.Tensor, fp32_matmul: str = "t
 @torch.library.custom_op("lqae::nearest_code_once", mutates_args=())
 def _nearest_code_once_op(x: torch.Tensor, codebook: torch.Tensor, allowed_ids: torch.Tensor | None, metric: str,
                           backend: str) -> torch.Tensor:
-    """One-shot search as one opaque op: prepare ``codebook`` now, search, forget it."""
-    return Codebook(codebook, metric=metric, allowed_ids=allowed_ids).search(x, backend=backend)
+    """One-shot search as one opaque op: prepare ``codebook`` now (no snapshot copy: nothing can write to
+    it before the search returns), search, forget it."""
+    return Codebook(codebook, metric=metric, allowed_ids=allowed_ids, _one_call=True).search(x, backend=backend)
 
 
 @_nearest_code_once_op.register_fake
