@@ -25,7 +25,7 @@ def open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_four_thousand_mixed_encode_calls_stay_flat(all_tokenizer, tmp_path):
+def test_two_thousand_five_hundred_mixed_encode_calls_stay_flat(all_tokenizer, tmp_path):
     rng = np.random.default_rng(0)
     pool = [random_image(i, int(h), int(w)) for i, (h, w) in enumerate(rng.integers(8, 64, size=(40, 2)))]
     files = []
@@ -42,9 +42,9 @@ def test_four_thousand_mixed_encode_calls_stay_flat(all_tokenizer, tmp_path):
     for i in range(500):  # warm-up: allocator pools and caches settle
         call(i)
     rss, fds = rss_mib(), open_files()
-    for i in range(500, 4000):
+    for i in range(500, 2500):
         call(i)
-    assert rss_mib() - rss < 20, (rss, rss_mib())  # 3,500 calls: a leak of 6 KB per call would show
+    assert rss_mib() - rss < 20, (rss, rss_mib())  # 2,000 calls: a leak of 10 KB per call would show
     assert open_files() == fds
 
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lqae_tokenizer.training.projected_fit import (fit_decoder, fit_linear_table, fit_search_encoder, image_patches,
-                                                   init_skip_readout, pair_by_principal_axes)
+                                                   init_skip_readout, pair_by_principal_axes,
+                                                   pair_by_principal_axes_reference)
 from lqae_tokenizer.vit import ImageDecoder, ImageEncoder
 
 pytestmark = pytest.mark.slow  # subprocesses and training runs: excluded by -m "not slow"
@@ -42,9 +43,19 @@ def test_pairing_is_one_to_one_and_keeps_neighbours_together():
     assert float(near) > float(shuffled.sum(-1).mean()) + 0.2
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 37, 513])
+def test_batched_pairing_equals_the_plain_recursion(count):
+    # float64 so that the batched and the one-group-at-a-time power iterations (which sum in different
+    # orders) cannot reorder two coordinates: the pairings must then be identical.
+    g = torch.Generator().manual_seed(count)
+    centres, words = torch.randn(count, 5, generator=g, dtype=torch.float64), torch.randn(count, 9, generator=g, dtype=torch.float64)
+    assert torch.equal(pair_by_principal_axes(centres, words), pair_by_principal_axes_reference(centres, words))
+
+
 def test_pairing_refuses_unequal_counts():
-    with pytest.raises(ValueError, match="as many centres as words"):
-        pair_by_principal_axes(torch.zeros(3, 2), torch.zeros(4, 2))
+    for pair in (pair_by_principal_axes, pair_by_principal_axes_reference):
+        with pytest.raises(ValueError, match="as many centres as words"):
+            pair(torch.zeros(3, 2), torch.zeros(4, 2))
 
 
 def test_linear_table_recovers_a_planted_table_from_a_corrupted_start():
