@@ -204,9 +204,10 @@ def prepare_codebook(codebook: torch.Tensor, metric: str, filter_dtype: torch.dt
     return prepare_codebook_float64(rows, metric, dtype)
 
 
-# Rows the fp32 cosine layout takes: entries at most 2^50 and norms at least 2^-30, so that no square or
-# partial sum of squares overflows or loses more than FLUSH to underflow (a row outside goes float64).
-COSINE_FP32_MAX_ENTRY = 2.0**50
+# Rows the fp32 cosine layout takes: norms in [2^-30, 2^60], so that no square or partial sum of squares
+# (each at most the norm squared, 2^120 < 2^128) overflows or loses more than FLUSH to underflow (a
+# table with a row outside goes float64).
+COSINE_FP32_MAX_NORM = 2.0**60
 COSINE_FP32_MIN_NORM = 2.0**-30
 
 
@@ -220,28 +221,27 @@ def prepare_cosine_fp32(rows: torch.Tensor, filter_dtype: torch.dtype) -> Prepar
     its norm is summed in fp32: the factor ``1 + (D + 2) 2^-23``), and ``|u - e| <= (D + 16) 2^-23``
     bounds the fp32 norm (a D-term sum of squares in any order, then a square root: relative error at
     most ``(D/2 + 2) 2^-23``) and division (at most two roundings, reciprocal then product) of a unit
-    row, with FLUSH slack for entries whose squares or quotients underflow.
+    row, with FLUSH slack for entries whose squares or quotients underflow. ``row_norm`` is then
+    ``1 + row_error`` (``|fed| <= |e| + |fed - e|``), with no pass over the table to measure it.
     """
     dim = rows.shape[1]
     grow = 1 + (dim + 2) * 2.0**-23
-    parts, row_norm, gap = [], 0.0, 0.0
+    filter_rows = torch.empty((rows.shape[0], dim), dtype=filter_dtype, device=rows.device)
+    gap = 0.0
     for r0 in range(0, rows.shape[0], PREPARE_ROWS):
         chunk = rows[r0 : r0 + PREPARE_ROWS].float()
         norms = torch.linalg.vector_norm(chunk, dim=1)
-        if not bool(torch.isfinite(norms).all()) or float(chunk.abs().amax()) > COSINE_FP32_MAX_ENTRY \
-                or float(norms.min()) < COSINE_FP32_MIN_NORM:
+        low, high = (float(v) for v in torch.aminmax(norms))
+        if not (COSINE_FP32_MIN_NORM <= low and high <= COSINE_FP32_MAX_NORM):  # also NaN and infinity
             return None
         unit = chunk / norms[:, None]
-        fed = unit.to(filter_dtype)
-        used = fed.float()
-        row_norm = max(row_norm, float(torch.linalg.vector_norm(used, dim=1).max()) * grow)
+        fed = filter_rows[r0 : r0 + PREPARE_ROWS]
+        fed.copy_(unit)  # rounds to filter_dtype
         if filter_dtype != torch.float32:
-            gap = max(gap, float(torch.linalg.vector_norm(used - unit, dim=1).max()) * grow)
-        parts.append(fed)
+            gap = max(gap, float(torch.linalg.vector_norm(fed.float().sub_(unit), dim=1).max()) * grow)
     unit_error = (dim + 16) * 2.0**-23 + dim * bounds.FLUSH / COSINE_FP32_MIN_NORM**2
     row_error = gap + unit_error + math.sqrt(dim) * bounds.FLUSH
-    filter_rows = torch.cat(parts).contiguous() if parts else rows.new_empty((0, dim), dtype=filter_dtype)
-    return PreparedCodebook(rows, "cosine", 0, 0.0, filter_rows, row_norm + unit_error, row_error)
+    return PreparedCodebook(rows, "cosine", 0, 0.0, filter_rows, 1.0 + row_error, row_error)
 
 
 def prepare_codebook_float64(codebook: torch.Tensor, metric: str, filter_dtype: torch.dtype | None = None

@@ -275,3 +275,20 @@ def test_rows_the_fp32_cosine_layout_cannot_bound_take_the_float64_path_and_stay
                            nearest_code_naive(x, book, "cosine"))
     with pytest.raises(ValueError, match="NaN or infinity"):
         nearest_code(torch.randn(2, 48), torch.full((4, 48), float("inf")), metric="cosine")
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_near_ties_across_code_chunks_keep_the_float64_argmin(metric):
+    """The filter's first pass keeps only each code chunk's best score and recomputes the chunks that
+    can hold the winner: near-ties and exact duplicates split across chunk boundaries (and a winner in
+    the last, short chunk) must still give the float64 argmin, lowest id on exact ties."""
+    x, book = near_tie_problem(90, 700, 64, metric, seed=21)
+    book[650:700] = book[:50]  # exact duplicates in the last chunk: the lower id must win
+    book[333] = book[5] * (1 + 2.0**-22)  # a near-duplicate in another chunk
+    x[:10] = book[650:660] + 1e-7  # queries right at the duplicated rows
+    want = independent_oracle(x, book, metric)
+    for filter_dtype in FILTERS:
+        prepared = reference.prepare_codebook(book, metric, filter_dtype)
+        for budget in (4 * 64 * 100, 4 * 64 * 7, 2 * 64 * 1):  # codes per chunk: 100, 7, 1 (or 2)
+            got = reference.nearest_code_torch(x, prepared, memory_budget=budget)
+            assert torch.equal(got, want), (filter_dtype, budget)
