@@ -3,6 +3,7 @@
     python benchmarks/bench_nearest_code.py                      # CPU: N in {256, 4096}
     python benchmarks/bench_nearest_code.py --device cuda        # GPU: N in {256, 4096, 32768, 131072}
     python benchmarks/bench_nearest_code.py --sizes 256 --dtypes bfloat16 --metrics cosine --json out.json
+    python benchmarks/bench_nearest_code.py --fast                 # a 2,000 x 64 table, N=64: seconds, for CI
 
 Methods (V=50,265 rows of width D=768, random data of the roberta-base embedding scale):
   floor       one matmul of the same shape in the input dtype (no argmin): the speed of light
@@ -14,6 +15,8 @@ Methods (V=50,265 rows of width D=768, random data of the roberta-base embedding
   matmul      chunked x @ table.T then argmax (normalised for cosine): fast, NOT exact
   ours-torch  lqae_tokenizer's exact torch path, Codebook prepared once
   ours-oneshot nearest_code(x, table): the one-shot call, which prepares the table every time (no cache)
+  oneshot-float64 the same with the reference float64 layout and a snapshot copy of the table (what a
+              one-shot call paid before the float32 cosine layout of 2026-12-06)
   ours-triton lqae_tokenizer's exact Triton kernel (CUDA only): kernel, margin test, exact fallback
   triton-kernel the kernel launch and split merge alone (CUDA only): what the exactness checks add is
               ours-triton minus this
@@ -146,6 +149,8 @@ def run_case(n: int, dtype: torch.dtype, metric: str, device: torch.device, repe
     methods["matmul"] = lambda: matmul_argmax(x, table, metric)
     methods["ours-torch"] = lambda: book.search(x, backend="torch")
     methods["ours-oneshot"] = lambda: nearest_code(x, table, metric=metric, backend="torch")
+    methods["oneshot-float64"] = lambda: reference.nearest_code_torch(
+        x, reference.prepare_codebook_float64(table.clone(), metric))
     if device.type == "cuda":
         from lqae_tokenizer.kernels import kernel_layout
         from lqae_tokenizer.kernels import nearest_code_triton as kernel
@@ -203,9 +208,14 @@ def main() -> None:
     parser.add_argument("--metrics", nargs="+", default=["cosine", "l2", "dot"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write every row to this file")
+    parser.add_argument("--fast", action="store_true", help="a tiny table (2,000 x 64), N=64, 1 repeat: checks "
+                                                             "that every method runs (CI), measures nothing")
     args = parser.parse_args()
     device = torch.device(args.device)
     sizes = args.sizes or ([256, 4096, 32768, 131072] if device.type == "cuda" else [256, 4096])
+    if args.fast:
+        global V, D
+        V, D, sizes, args.repeats = 2000, 64, [64], 1
     rows = []
     for metric in args.metrics:
         for dtype in args.dtypes:

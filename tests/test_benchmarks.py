@@ -23,3 +23,17 @@ def test_bench_llm_fast_mode_measures_every_path(tmp_path):
     timed = [k for k in results if k.startswith(("tokenizer load", "ImageLM load", "classify", "draw", "best-of"))]
     assert len(timed) >= 8
     assert all(isinstance(results[k], float) and results[k] > 0 for k in timed)
+
+
+def test_bench_nearest_code_fast_mode_runs_every_method_and_every_one_is_exact(tmp_path):
+    out = tmp_path / "search.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_nearest_code.py"), "--fast", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    methods = {r["method"] for r in rows}
+    assert {"floor", "cdist", "matmul", "ours-torch", "ours-oneshot", "oneshot-float64"} <= methods
+    assert {(r["metric"], r["dtype"]) for r in rows} == {(m, d) for m in ("cosine", "l2", "dot")
+                                                        for d in ("float32", "bfloat16")}
+    exact = [r for r in rows if r["method"] in ("ours-torch", "ours-oneshot", "oneshot-float64")]
+    assert all(r["exact_fraction"] == 1.0 and r["median_ms"] > 0 for r in exact)
