@@ -9,6 +9,9 @@ in place by one ``renameat2(RENAME_EXCHANGE)`` where the OS offers it (Linux: th
 reader never finds the folder missing), else by two renames (the folder is absent for an instant,
 never half-written). A crash or an exception leaves the target as it was and no temporary folder.
 
+With ``durable=True`` (training checkpoints) every file and the staging folder are fsynced before the
+swap and the parent folder after it, so that a power cut cannot leave a renamed but empty folder.
+
 Saving never deletes what it did not write: an existing target is replaced only when it is empty or
 holds ``marker`` (a file only this kind of folder has); any other folder is refused with
 ``FileExistsError`` naming what is in it. Two processes saving the same target at once both succeed;
@@ -59,6 +62,25 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+def fsync_folder(path: Path) -> None:
+    """fsync a folder's entry list (after creating or renaming what it holds)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):  # children before their folders
+        if path.is_dir():
+            fsync_folder(path)
+        else:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    fsync_folder(root)
+
+
 def check_replaceable(target: Path, marker: str) -> None:
     """``FileExistsError`` unless ``target`` is absent, an empty folder, or a folder holding ``marker``."""
     if not target.exists() and not target.is_symlink():
@@ -104,13 +126,14 @@ def _put_in_place(staging: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def replace_folder(target: str | os.PathLike, *, marker: str) -> Iterator[Path]:
+def replace_folder(target: str | os.PathLike, *, marker: str, durable: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder; on normal exit it becomes ``target`` (see the module docstring).
 
     Args:
         target: the folder to write (created with its parents if needed).
         marker: a file name that marks a folder of this kind (it must be written into the staging
             folder, and an existing target is replaced only if empty or holding it).
+        durable: fsync the written files and folders before the swap and the parent after it.
     """
     target = Path(target).expanduser().absolute()
     check_replaceable(target, marker)
@@ -122,7 +145,11 @@ def replace_folder(target: str | os.PathLike, *, marker: str) -> Iterator[Path]:
             raise RuntimeError(f"the folder written for {target} lacks its {marker}")
         for path in [staging, *staging.rglob("*")]:  # mkdtemp and some writers use 0700/0600
             os.chmod(path, default_mode(directory=path.is_dir()))
+        if durable:
+            _fsync_tree(staging)
         check_replaceable(target, marker)  # again: something may have appeared while writing
         _put_in_place(staging, target)
+        if durable:
+            fsync_folder(target.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

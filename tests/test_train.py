@@ -53,14 +53,14 @@ def test_sigkill_then_resume_is_bit_identical(roberta_lm_dir, tmp_path):
 
 CRASH_IN_CHECKPOINT = """
 import os, sys
-from lqae_tokenizer.training import run_state as checkpoints
+from lqae_tokenizer import folders
 from lqae_tokenizer.train import main
-real_replace = os.replace
-def crash_on_rename(src, dst):
-    if "checkpoint-20" in str(dst):
-        os._exit(9)  # dies like SIGKILL: every file of checkpoint-20 written, the rename never happens
-    return real_replace(src, dst)
-checkpoints.os.replace = crash_on_rename
+real_put_in_place = folders._put_in_place
+def crash_before_the_swap(staging, target):
+    if target.name == "checkpoint-20":
+        os._exit(9)  # dies like SIGKILL: every file of checkpoint-20 written and fsynced, the swap never happens
+    return real_put_in_place(staging, target)
+folders._put_in_place = crash_before_the_swap
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -74,11 +74,13 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint(roberta_lm_dir,
     proc = subprocess.run([sys.executable, "-c", CRASH_IN_CHECKPOINT, *args], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 9
     assert checkpoints.steps_present(run) == [10]  # the half-done step-20 folder is not a checkpoint
+    # ... it is the writer's hidden staging folder, complete but never swapped in:
+    staged = [p for p in run.iterdir() if p.name.startswith(".checkpoint-20.")]
+    assert len(staged) == 1 and (staged[0] / checkpoints.STATE_NAME).is_file()
     path, state, _ = checkpoints.load_latest(run)
     assert path.name == "checkpoint-10" and state["progress"]["step"] == 10
     resumed = run_train(args + ["--resume_from_checkpoint", "latest"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert not [p for p in run.iterdir() if p.name.startswith(".tmp-")] or (run / "final").exists()
     assert (run / "final" / "model.safetensors").exists()
 
 

@@ -76,7 +76,7 @@ def test_full_disk_during_checkpoint_is_an_error_not_a_save(roberta_lm_dir, tmp_
     with pytest.raises(OSError, match="No space left"):
         trainer.train()
     assert checkpoints.steps_present(run) == []
-    assert not [p for p in run.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in run.iterdir() if p.name.startswith(".checkpoint-")]  # no staging folder left
     assert not (run / "final").exists()
 
 

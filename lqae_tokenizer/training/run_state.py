@@ -3,8 +3,9 @@
 A checkpoint is the folder ``output_dir/checkpoint-<step>/`` holding the files the trainer hands in
 (weights as safetensors, optimiser/scheduler/scaler/RNG state as tensors-only torch files) and
 ``trainer_state.json`` with the step, the data position, counters, the resolved config and the
-sha256 of every other file. It is written under a temporary name, every file and the folder are
-fsynced, and only then is it renamed into place: a crash at any moment leaves either the previous
+sha256 of every other file. It is written by the package's one folder writer
+(:func:`lqae_tokenizer.folders.replace_folder`, durable): under a temporary name, every file and the
+folder fsynced, and only then swapped into place, so a crash at any moment leaves either the previous
 checkpoints alone or one more complete checkpoint, never a partial folder that ``latest`` would pick.
 """
 
@@ -19,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..folders import replace_folder
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
@@ -30,45 +33,23 @@ class CheckpointCorrupt(ValueError):
     """A checkpoint folder whose files do not match the checksums written with them."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_file(path: Path, data: bytes) -> str:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 
 
 def save(output_dir: Path, step: int, files: dict[str, bytes], state: dict[str, Any]) -> Path:
-    """Write ``checkpoint-<step>`` atomically; returns its path.
+    """Write ``checkpoint-<step>`` atomically and durably; returns its path.
 
     Raises ``OSError`` (disk full, read-only folder, ...) with nothing left behind but the
-    previous checkpoints; the caller must not report the checkpoint as saved.
+    previous checkpoints; the caller must not report the checkpoint as saved. Re-saving a step (e.g.
+    after a resume) swaps the new folder in for the old one.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / f"{PREFIX}{step}"
-    tmp = output_dir / f".tmp-{PREFIX}{step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        checksums = {name: _write_file(tmp / name, data) for name, data in files.items()}
+    with replace_folder(final, marker=STATE_NAME, durable=True) as staging:
+        checksums = {name: _write_file(staging / name, data) for name, data in files.items()}
         payload = {**state, "step": step, "checksums": checksums}
-        _write_file(tmp / STATE_NAME, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode())
-        _fsync_dir(tmp)
-        if final.exists():  # re-saving a step (e.g. after a resume): move the old one aside first
-            _discard(final)
-        os.replace(tmp, final)
-        _fsync_dir(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write_file(staging / STATE_NAME, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode())
     return final
 
 
