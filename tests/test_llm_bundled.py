@@ -73,12 +73,12 @@ def test_bundled_image_lm_reads_and_draws_offline():
     # demo; the kept rows are among the plain call's only because the same seed samples the same
     # candidates); each refuses the other's task.
     drawer = ImageLM.from_pretrained("fashion-mnist-smollm2-draw")
-    candidates = drawer.draw_ids("trouser", 4, seed=0)
+    candidates = drawer.draw_ids("trouser", 2, seed=0)
     allowed = set(drawer.image_tokenizer.codebook_ids.tolist())
-    assert candidates.shape == (4, 64) and set(candidates.flatten().tolist()) <= allowed
-    kept = drawer.draw_ids("trouser", 2, seed=0, candidates=2, reader=reader)
-    assert all(any(torch.equal(row, c) for c in candidates[2 * g: 2 * g + 2]) for g, row in enumerate(kept))
-    assert [int(i) // 2 for i in reader.rerank("trouser", candidates, 2)] == [0, 1]
+    assert candidates.shape == (2, 64) and set(candidates.flatten().tolist()) <= allowed
+    kept = drawer.draw_ids("trouser", 1, seed=0, candidates=2, reader=reader)
+    best = reader.rerank("trouser", candidates, 2)
+    assert best.tolist() in ([0], [1]) and torch.equal(kept[0], candidates[best[0]])  # the reader's pick
     with pytest.raises(ValueError, match="not to read"):
         drawer.classify(samples[:1])
     with pytest.raises(ValueError, match="not to draw"):
