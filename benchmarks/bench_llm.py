@@ -10,11 +10,15 @@ Reported, each the median of ``--repeats`` timed runs after one warm-up:
   excluded, measured once: ``import lqae_tokenizer``);
 - ``ImageLM load, first``: with an empty GGUF cache (``$LQAE_CACHE`` pointed at a fresh folder), so the
   LLM is de-quantized and written once; ``ImageLM load, cached``: the same afterwards;
-- ``classify``: images/s for ``--images`` images read by the reader in one call; its LLM FLOP rate
+- ``classify``: images/s for ``--images`` images read by the reader in one call, in each of
+  ``--precisions`` (fp32; bf16 autocast with the weights cast once per call); its LLM FLOP rate
   (2 x non-embedding parameters x prompt tokens per image, the label tokens ignored) as a share of the
   fp32 matmul rate (a 2048^3 matmul in the same run);
-- ``draw``: drawings/s for ``--draws`` plain drawings, and for best-of-``--candidates`` drawings ranked
-  by the reader; the FLOP share of the plain ones (2 x parameters x generated tokens, prompt ignored).
+- ``draw``: drawings/s for ``--draws`` and for ``--batch-draws`` plain drawings in one call, and for
+  best-of-``--candidates`` drawings ranked by the reader; the FLOP share of the plain ones (2 x
+  non-embedding parameters x the LLM tokens a drawing is written in, prompt ignored); and the ceiling
+  memory reads put on ``--draws`` drawings: every step reads all the LM's weights (the read rate of a
+  tensor of their size measured in the same run), so at few rows a step cannot be faster than that.
 """
 
 from __future__ import annotations
@@ -47,6 +51,19 @@ def matmul_rate(size: int) -> float:
     """fp32 FLOP/s of one ``size`` x ``size`` matmul (median of 3 after a warm-up)."""
     a = torch.randn(size, size)
     return 2 * size**3 / median_seconds(lambda: a @ a, 3)
+
+
+def read_bandwidth(n_bytes: int) -> float:
+    """Bytes/s of summing a float32 tensor of ``n_bytes`` (median of 3 after a warm-up): the rate at which
+    a forward pass over few rows can read the LM's weights."""
+    x = torch.ones(n_bytes // 4)
+    return n_bytes / median_seconds(lambda: x.sum(), 3)
+
+
+def drawing_tokens(drawer, ids) -> float:
+    """Mean LLM tokens a drawing is written in (its words, line breaks and the end of sequence)."""
+    texts = [drawer.image_tokenizer.ids_to_text(row) for row in ids]
+    return statistics.mean(len(drawer.prompt.draw_answer_ids(drawer.llm_tokenizer, t)) + 1 for t in texts)
 
 
 def non_embedding_parameters(model) -> int:
@@ -116,25 +133,35 @@ def bench(args) -> dict:
     reader = ImageLM.from_pretrained(reader_name)
     results["ImageLM load, first (a GGUF LM converted)"] = time.perf_counter() - start
     results["ImageLM load, cached"] = median_seconds(lambda: ImageLM.from_pretrained(reader_name), args.repeats)
-    drawer = ImageLM.from_pretrained(drawer_name)
     base = reader._base()
     params = non_embedding_parameters(base)
+    weight_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
+    results["memory read GB/s (sum of the LM's weight bytes)"] = read_bandwidth(weight_bytes) / 1e9
     prompt_tokens = statistics.mean(
         len(reader.llm_tokenizer(reader.prompt.read_prompt(t), add_special_tokens=False)["input_ids"])
         for t in reader.image_tokenizer.to_text(images[:8]))
-    seconds = median_seconds(lambda: reader.classify(images), args.repeats)
-    results["classify images/s"] = len(images) / seconds
     results["classify LLM GFLOP/image"] = 2 * params * prompt_tokens / 1e9
-    results["classify share of fp32 matmul rate"] = (results["classify LLM GFLOP/image"] * results["classify images/s"]
-                                                     / results["fp32_matmul_gflops"])
-    seconds = median_seconds(lambda: drawer.draw_ids(label, args.draws, seed=0), args.repeats)
-    results["draw drawings/s"] = args.draws / seconds
-    generated = drawer.image_tokenizer.tokens_per_image * 1.0  # at least one LLM token per word
-    results["draw share of fp32 matmul rate"] = (2 * params * generated / 1e9 * results["draw drawings/s"]
-                                                 / results["fp32_matmul_gflops"])
-    seconds = median_seconds(lambda: drawer.draw_ids(label, args.draws, seed=0, candidates=args.candidates,
-                                                     reader=reader), max(1, args.repeats // 2))
-    results[f"best-of-{args.candidates} draw drawings/s"] = args.draws / seconds
+    for precision in args.precisions:
+        reader = ImageLM.from_pretrained(reader_name, precision=precision)
+        drawer = ImageLM.from_pretrained(drawer_name, precision=precision)
+        seconds = median_seconds(lambda: reader.classify(images), args.repeats)
+        results[f"{precision} classify images/s"] = len(images) / seconds
+        results[f"{precision} classify share of fp32 matmul rate"] = (
+            results["classify LLM GFLOP/image"] * len(images) / seconds / results["fp32_matmul_gflops"])
+        tokens = drawing_tokens(drawer, drawer.draw_ids(label, 2, seed=0))
+        results["draw LLM tokens/drawing"] = tokens
+        for n in sorted({args.draws, args.batch_draws}):
+            seconds = median_seconds(lambda: drawer.draw_ids(label, n, seed=0), args.repeats)
+            results[f"{precision} draw {n} in one call: drawings/s"] = n / seconds
+            results[f"{precision} draw {n} in one call: share of fp32 matmul rate"] = (
+                2 * params * tokens / 1e9 * n / seconds / results["fp32_matmul_gflops"])
+        # A pass over n rows reads every weight once, so at few rows drawing is bound by memory reads:
+        bytes_per_step = weight_bytes * (0.5 if precision == "bf16" else 1.0)
+        results[f"{precision} draw {args.draws}: memory-bound ceiling, drawings/s"] = (
+            args.draws * results["memory read GB/s (sum of the LM's weight bytes)"] * 1e9 / (bytes_per_step * tokens))
+        seconds = median_seconds(lambda: drawer.draw_ids(label, args.draws, seed=0, candidates=args.candidates,
+                                                         reader=reader), max(1, args.repeats // 2))
+        results[f"{precision} best-of-{args.candidates} draw drawings/s"] = args.draws / seconds
     return results
 
 
@@ -146,16 +173,18 @@ def main() -> None:
     parser.add_argument("--drawer", default="fashion-mnist-smollm2-draw")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--draws", type=int, default=4)
+    parser.add_argument("--batch-draws", type=int, default=32, help="also draw this many in one call")
     parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if args.fast:
-        args.images, args.draws, args.candidates, args.repeats = min(args.images, 4), 2, 2, 1
+        args.images, args.draws, args.batch_draws, args.candidates, args.repeats = min(args.images, 4), 2, 3, 2, 1
     results = bench(args)
     for key, value in results.items():
-        print(f"{key:44s} {value:.4g}" if isinstance(value, float) else f"{key:44s} {value}")
+        print(f"{key:60s} {value:.4g}" if isinstance(value, float) else f"{key:60s} {value}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

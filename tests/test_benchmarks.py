@@ -20,8 +20,11 @@ def test_bench_llm_fast_mode_measures_every_path(tmp_path):
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
-    timed = [k for k in results if k.startswith(("tokenizer load", "ImageLM load", "classify", "draw", "best-of"))]
-    assert len(timed) >= 8
+    paths = ("classify images/s", "draw 2 in one call: drawings/s", "draw 3 in one call: drawings/s",
+             "draw 2: memory-bound ceiling, drawings/s", "best-of-2 draw drawings/s")
+    timed = [k for k in results if k.startswith(("tokenizer load", "ImageLM load"))]
+    timed += [f"{precision} {path}" for precision in ("fp32", "bf16") for path in paths]
+    assert len(timed) == 13
     assert all(isinstance(results[k], float) and results[k] > 0 for k in timed)
 
 

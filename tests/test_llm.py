@@ -594,14 +594,52 @@ def test_cli_help_and_usage_errors(tmp_path, capsys):
     assert (run_dir / "run_settings.json").read_text() == recorded
 
 
-def test_batched_scoring_equals_one_full_pass_per_label(causal_lm_dir):
-    """Left-padded batches, a repeated cache and multi-token labels give the plain scores."""
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_batched_scoring_equals_one_full_pass_per_label(causal_lm_dir, attention):
+    """Left-padded batches of queries of different lengths, every label a branch of the same pass (1- to
+    4-token labels, so branches of different lengths sit side by side), under both attention
+    implementations that take the tree mask, give the plain scores."""
     from lqae_tokenizer.evaluation import load_causal_lm, score_labels_reference, score_queries_batched
 
     model, tok = load_causal_lm(str(causal_lm_dir))
+    model.set_attn_implementation(attention)
     queries = ["input: dye output:", "input: florence dye a b c d e f g output:", "input: x y output:"]
     labels = ["T-shirt", "bag", "ankle boot", "pullover"]
     got = score_queries_batched(model, tok, queries, labels, batch_size=2)
     for query, row in zip(queries, got):
         torch.testing.assert_close(torch.tensor(row), torch.tensor(score_labels_reference(model, tok, query, labels)),
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_label_tree_mask_keeps_branches_apart():
+    """Each label branch sees the query (causally) and its own earlier tokens, never another branch or the
+    padding; a padding position sees only itself."""
+    from lqae_tokenizer.llm.scoring import label_tree_mask, label_tree_rows
+
+    tokens, positions, branches, targets = label_tree_rows([[5, 6, 7]], [[[10], [11, 12, 13], [14, 15]]])
+    assert tokens[0] == [5, 6, 7, 11, 12, 14] and positions[0] == [0, 1, 2, 3, 4, 3]
+    assert targets[0] == [[2], [2, 3, 4], [2, 5]]
+    mask = label_tree_mask(branches[0], 8, "cpu")  # two padding columns on the left
+    want = torch.tensor([[1, 0, 0, 0, 0, 0, 0, 0],
+                         [0, 1, 0, 0, 0, 0, 0, 0],
+                         [0, 0, 1, 0, 0, 0, 0, 0],
+                         [0, 0, 1, 1, 0, 0, 0, 0],
+                         [0, 0, 1, 1, 1, 0, 0, 0],
+                         [0, 0, 1, 1, 1, 1, 0, 0],
+                         [0, 0, 1, 1, 1, 1, 1, 0],
+                         [0, 0, 1, 1, 1, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(mask, want)
+
+
+def test_batched_scoring_without_a_tree_mask_scores_per_query(causal_lm_dir, monkeypatch):
+    """An attention implementation that takes no custom mask (flash attention) scores query by query."""
+    from lqae_tokenizer.evaluation import load_causal_lm, score_queries_batched
+    from lqae_tokenizer.llm import scoring
+
+    model, tok = load_causal_lm(str(causal_lm_dir))
+    queries, labels = ["input: dye output:", "input: a b c output:"], ["T-shirt", "bag"]
+    tree = score_queries_batched(model, tok, queries, labels)
+    monkeypatch.setattr(scoring, "_TREE_MASK_ATTENTION", ())
+    per_query = score_queries_batched(model, tok, queries, labels)
+    assert per_query == scoring.score_queries(model, tok, "", queries, labels)
+    torch.testing.assert_close(torch.tensor(per_query), torch.tensor(tree), rtol=1e-4, atol=1e-4)

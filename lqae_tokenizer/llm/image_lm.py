@@ -35,13 +35,15 @@ from .constrained import CodebookWordsProcessor, WordTrie
 from .folder import (CONFIG_NAME, FORMAT_VERSION, TOKENIZER_DIR, check_adapter_files, check_pin, image_tokenizer_pin,
                      language_model_pin, read_image_lm_config, resolve_image_lm)
 from .guidance import LabelGuidanceProcessor
+from .precision import PRECISIONS, read_precision
 from .prompt import PromptFormat, check_labels, newline_id, token_ids
+from .sampling import sample_constrained
 
 __all__ = ["ImageLM", "codebook_words", "load_image_tokenizer", "require_llm_packages", "CONFIG_NAME",
            "FORMAT_VERSION", "TOKENIZER_DIR"]
 
 
-READ_PRECISIONS = ("auto", "fp32", "bf16")
+READ_PRECISIONS = PRECISIONS
 
 
 def require_llm_packages() -> None:
@@ -347,8 +349,6 @@ class ImageLM:
     def _sample_ids(self, label: str, n: int, *, seed: int, temperature: float, top_k: int,
                     guidance: float) -> torch.Tensor:
         """``LongTensor[n, tokens_per_image]``: ``n`` constrained samples after ``label``'s draw prompt."""
-        from transformers import GenerationConfig
-
         prompt = token_ids(self.llm_tokenizer, self.prompt.draw_prompt(label))
         n_words = self.image_tokenizer.tokens_per_image
         eos = self.llm_tokenizer.eos_token_id
@@ -361,18 +361,11 @@ class ImageLM:
                       for other in self.labels if other != label]
             guide = LabelGuidanceProcessor(self._base(), others, len(prompt), guidance, pad_token_id=eos)
             processors.insert(0, guide)
-        config = GenerationConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=1.0,
-                                  max_new_tokens=processor.max_new_tokens(), eos_token_id=eos,
-                                  pad_token_id=self.llm_tokenizer.pad_token_id or eos)
-        base = self._base()
-        inputs = torch.tensor([prompt] * n, device=next(base.parameters()).device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            with self._autocast():
-                out = base.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
-                                    logits_processor=processors)
+        with self._autocast():
+            out = sample_constrained(self._base(), prompt, n, processors, max_new_tokens=processor.max_new_tokens(),
+                                     eos_token_id=eos, seed=seed, temperature=temperature, top_k=top_k)
         rows = []
-        for generated in out[:, len(prompt):].tolist():
+        for generated in out.tolist():
             if eos in generated:
                 generated = generated[: generated.index(eos)]
             words = self.trie.split_words([t for t in generated if t != newline])  # rows' breaks carry no word
@@ -404,10 +397,9 @@ class ImageLM:
                                                                candidates=candidates, reader=reader))
 
     def _autocast(self):
-        """The autocast context of :attr:`precision` on the LM's device (off for float32)."""
-        device = next(self._base().parameters()).device
-        bf16 = self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+        """The context of :attr:`precision` on the LM's device: nothing for float32, bf16 autocast with
+        the Linear weights cast once per call for bf16 (:mod:`~lqae_tokenizer.llm.precision`)."""
+        return read_precision(self._base(), self.precision)
 
     def _base(self) -> Any:
         """The causal LM with the adapter's layers in place (a peft model's base model, or the model)."""
