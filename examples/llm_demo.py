@@ -7,7 +7,7 @@ Classifies each image (default: the bundled fashion-mnist sample images, test im
 saw) with the bundled read-only ImageLM (SmolLM2-135M-Instruct + a LoRA adapter,
 ``fashion-mnist-smollm2-read``), then has the bundled drawing adapter draw ``--n`` images of
 ``--draw``, each the best of ``--candidates`` samples by the reader's reading, and writes them side by
-side to ``--output`` (77 s on 2 cores of an Emerald Rapids Xeon with the LLM's converted weights cached;
+side to ``--output`` (57 s on 2 cores of an Emerald Rapids Xeon with the LLM's converted weights cached;
 the first run converts the GGUF LLM once, ~30 s more).
 """
 
