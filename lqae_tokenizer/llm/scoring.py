@@ -118,8 +118,8 @@ def label_tree_rows(queries: Sequence[Sequence[int]], continuations: Sequence[Se
     Returns per row ``(tokens, positions, branch, targets)``: ``branch[j]`` is -1 for a query token and
     k for a token of candidate k (it sees the query and the earlier tokens of its own branch only);
     positions restart after the query in every branch, so each branch is computed as if it followed the
-    query alone. ``targets[k]`` lists, for candidate k's tokens from the second on, the row index whose
-    logits predict it (the first token is predicted by the query's last token).
+    query alone. ``targets[k]`` lists, for each of candidate k's tokens, the index in the row whose
+    logits predict it: the query's last token for the first, the branch's own tokens for the others.
     """
     rows = []
     for query, conts in zip(queries, continuations):
@@ -143,7 +143,7 @@ def label_tree_mask(branch: Sequence[int], width: int, device: Any) -> torch.Ten
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     same_or_query = (b[None, :] == -1) | (b[None, :] == b[:, None])
     mask = causal & same_or_query & (b[None, :] != -2)
-    return mask | torch.eye(width, dtype=torch.bool, device=device) * (b[:, None] == -2)
+    return mask | (torch.eye(width, dtype=torch.bool, device=device) & (b[:, None] == -2))
 
 
 @torch.inference_mode()
