@@ -56,7 +56,7 @@ def test_help_is_short_and_complete(capsys):
                  "--push_to_hub", "--compile"):
         assert flag in text
     assert len(FLAGS) + 5 <= 32  # kept near 30 flags
-    assert set(TRAIN_PRESETS) == {"paper", "tiny", "demo", "demo-smollm2", "demo-vqvae"}
+    assert set(TRAIN_PRESETS) == {"paper", "tiny", "demo", "demo-smollm2", "demo-vqvae", "demo-vqvae-restarts"}
 
 
 @pytest.mark.slow

@@ -66,3 +66,26 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(roberta
     assert [r["step"] for r in metrics(tmp_path / "ddp") if "loss" in r] == list(range(1, 13))
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
         "checkpoint-12", "checkpoint-6", "final", "metrics.jsonl", "train_config.json"]
+
+
+def test_dead_code_restarts_keep_the_ranks_identical(roberta_lm_dir, tmp_path):
+    # Each rank sees other images, so only a decision summed over the ranks and rank 0's rows sent to
+    # all keep the learned codebook the same everywhere; DDP itself would not notice a difference.
+    script = tmp_path / "rank_dump.py"
+    script.write_text(RANK_DUMP)
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    settings = tmp_path / "restarts.json"
+    settings.write_text(json.dumps({"optim": {"codebook_restart_steps": 2}}))
+    args = train_args(roberta_lm_dir, tmp_path / "ddp", "--quantizer", "learned", "--mask_ratio", "0",
+                      "--config", str(settings), "--max_train_steps", "6", "--checkpointing_steps", "3")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(script), str(ranks), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rank0, rank1 = (load_file(str(ranks / f"rank{r}.safetensors")) for r in (0, 1))
+    for k in rank0:
+        assert torch.equal(rank0[k], rank1[k]), k
+    rows = [r for r in metrics(tmp_path / "ddp") if "loss" in r]
+    assert rows[-1]["codes_restarted"] > 0
+    assert "code_usage.pt" in {p.name for p in (tmp_path / "ddp" / "checkpoint-3").iterdir()}

@@ -52,6 +52,9 @@ class OptimConfig:
     # Train the decoder only: the encoder (and a learned codebook) keep init_from's weights, so every
     # image keeps its ids and vocabulary use; a step costs about half (no encoder or LM backward).
     freeze_encoder: bool = False
+    # A learned (VQ-VAE) codebook only: every this many steps, the rows that no image chose since the
+    # last check move to random encoder outputs of the step's batch (dead-code restarts; 0 = never).
+    codebook_restart_steps: int = 0
 
 
 @dataclass
@@ -147,6 +150,12 @@ class TrainConfig:
         if o.freeze_encoder and not r.init_from:
             raise ValueError("freeze_encoder keeps a trained encoder and trains the decoder on its ids, so it "
                              "needs --init_from (a tokenizer folder or training checkpoint); got no init_from")
+        if not isinstance(o.codebook_restart_steps, int) or o.codebook_restart_steps < 0:
+            raise ValueError(f"codebook_restart_steps must be an integer >= 0 (0 = no restarts), "
+                             f"got {o.codebook_restart_steps!r}")
+        if o.codebook_restart_steps and o.freeze_encoder:
+            raise ValueError("freeze_encoder keeps the codebook as init_from trained it, so no row can be restarted: "
+                             "set codebook_restart_steps=0 or drop freeze_encoder")
         if r.checkpoints_total_limit is not None and r.checkpoints_total_limit < 1:
             raise ValueError(f"checkpoints_total_limit must be >= 1, got {r.checkpoints_total_limit}")
 
@@ -180,6 +189,12 @@ TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 TRAIN_PRESETS["demo-smollm2"] = {**TRAIN_PRESETS["demo"], "model": {"preset": "demo-smollm2"}}
 # The ablation's VQ-VAE arm (RESULTS.md): the demo recipe with a learned codebook and no LM.
 TRAIN_PRESETS["demo-vqvae"] = {**TRAIN_PRESETS["demo"], "model": {"preset": "demo-vqvae"}}
+# The same with dead-code restarts, so that the VQ-VAE uses its codebook (the LLM study's VQ-VAE arm since
+# 2026-12-06): a row no image chose in 25 steps (25 x 64 x 64 = 102,400 tokens) moves to an encoder output.
+TRAIN_PRESETS["demo-vqvae-restarts"] = {
+    **TRAIN_PRESETS["demo-vqvae"],
+    "optim": {**TRAIN_PRESETS["demo"]["optim"], "codebook_restart_steps": 25},
+}
 
 SECTIONS = {"model": ModelOverrides, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
 

@@ -60,6 +60,20 @@ class DistributedContext:
         dist.all_reduce(t)
         return t.tolist()
 
+    def sum_tensor(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the ranks, as a new tensor (every rank gets the same sum)."""
+        total = values.clone()
+        if self.enabled:
+            moved = total.to(self.device)
+            dist.all_reduce(moved)
+            total = moved.to(values.device)
+        return total
+
+    def broadcast_(self, tensor: torch.Tensor) -> None:
+        """Overwrite ``tensor`` on every rank with rank 0's, in place."""
+        if self.enabled:
+            dist.broadcast(tensor, src=0)
+
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (on every rank)."""
         if not self.enabled:

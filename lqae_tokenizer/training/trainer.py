@@ -24,6 +24,7 @@ from ..config import TRAINING_FIELDS, LQAEConfig
 from ..tokenizer import ImageTokenizer
 from . import run_state
 from .config import TrainConfig, model_overrides
+from .dead_codes import CodeUsage, replacement_rows, reset_moments
 from .data import ImageFiles, ResumableSampler, collate, list_images, token_masks
 from .distributed import DistributedContext
 from .errors import TrainingAborted
@@ -44,6 +45,7 @@ class Progress:
     files_skipped: int = 0  # unreadable, all ranks
     steps_skipped: int = 0  # non-finite loss or gradient
     bad_steps_in_row: int = 0
+    codes_restarted: int = 0  # learned-codebook rows moved by dead-code restarts, all checks so far
 
 
 
@@ -186,6 +188,7 @@ class Trainer:
                            "(set mlm_loss_weight=0 to silence this)", self.model.config.language_model)
         if config.optim.freeze_encoder:
             self._freeze_encoder()
+        self.code_usage = self._code_usage()
         self.model.train()
         self._setup_data()
         self._setup_optimisation()
@@ -199,6 +202,17 @@ class Trainer:
             frozen.append(self.model.quantizer)
         for module in frozen:
             module.requires_grad_(False)
+
+    def _code_usage(self) -> CodeUsage | None:
+        """The usage counts of dead-code restarts, when asked for (a learned codebook only)."""
+        every = self.config.optim.codebook_restart_steps
+        if not every:
+            return None
+        if self.model.codebook is None:
+            raise ValueError("codebook_restart_steps restarts unused rows of a learned codebook, but this model's "
+                             "codebook is the language model's frozen embedding table (quantizer='language'): "
+                             "set quantizer='learned' or codebook_restart_steps=0")
+        return CodeUsage(self.model.codebook.num_embeddings, every)
 
     def _per_rank_batch(self) -> int:
         r = self.config.run
@@ -255,6 +269,8 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0 writes; every rank's RNG goes in)."""
         rngs = self.dist.gather(capture_rng())
+        if self.code_usage is not None:
+            self._summed_usage = self.dist.sum_tensor(self.code_usage.counts)
         path = None
         if self.dist.is_main:
             from safetensors.torch import save as save_safetensors
@@ -267,6 +283,8 @@ class Trainer:
                 "scaler.pt": _tensor_bytes(self.scaler.state_dict()),
                 "rng.pt": _tensor_bytes(rngs),
             }
+            if self.code_usage is not None:  # the open window's counts (summed over the ranks)
+                files["code_usage.pt"] = _tensor_bytes({"counts": self._summed_usage})
             state = {"progress": self.progress.__dict__, "config": self.config.to_dict(),
                      "model_config": self.tokenizer.config.to_dict(), "world_size": self.dist.world_size}
             path = run_state.save(self.output_dir, self.progress.step, files, state)
@@ -291,8 +309,20 @@ class Trainer:
         rngs = _from_bytes(files["rng.pt"])
         restore_rng(rngs[min(self.dist.rank, len(rngs) - 1)])
         self.progress = Progress(**state["progress"])
+        if self.code_usage is not None:
+            self._resume_code_usage(files.get("code_usage.pt"))
         if self.dist.is_main:
             logger.info("resumed from %s at step %d", path, self.progress.step)
+
+    def _resume_code_usage(self, data: bytes | None) -> None:
+        """The open window's counts: all on rank 0 (their sum is what decides), none elsewhere. A checkpoint
+        of a run without restarts has none: the first window starts at the resumed step."""
+        if data is None:
+            if self.dist.is_main:
+                logger.info("the checkpoint has no codebook usage counts: the first restart window starts now")
+            return
+        if self.dist.is_main:
+            self.code_usage.load_state_dict(_from_bytes(data))
 
     # -- the loop ---------------------------------------------------------------------------------
     def _batches(self):
@@ -340,6 +370,8 @@ class Trainer:
             for key in ("loss", "pixel_loss", "commitment_loss", "mlm_loss", "codebook_loss", "entropy_loss",
                         "codebook_usage", "perplexity"):
                 sums[key] = sums.get(key, 0.0) + float(getattr(out, key).detach()) / accum
+            if self.code_usage is not None:
+                self.code_usage.observe(out.ids)
         self.scaler.unscale_(self.optimizer)
         params = self.model.trainable_parameters()
         max_norm = self.config.optim.max_grad_norm
@@ -352,7 +384,29 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self._count_step(finite)
+        if self.code_usage is not None and self.code_usage.due(self.progress.step + 1):
+            self._restart_dead_codes(micro_batches[-1][0])
         return {**sums, "grad_norm": float(grad_norm)}
+
+    def _restart_dead_codes(self, pixels: torch.Tensor) -> None:
+        """Move the learned codebook's rows that no rank chose in this window to encoder outputs of rank 0's
+        last micro-batch, then send rank 0's codebook to every rank (they stay identical, as DDP needs).
+        The draw is seeded by the run's seed and the step, so a resumed run makes the same one."""
+        dead = self.code_usage.dead_rows(self.dist)
+        count = int(dead.sum())
+        if not count:
+            return
+        weight = self.model.codebook.weight
+        with torch.no_grad():
+            if self.dist.is_main:
+                with self.autocast():
+                    z = self.model.encoder(pixels.to(self.dist.device))  # [B, N, H]
+                generator = torch.Generator().manual_seed(self.config.run.seed * 1_000_003 + self.progress.step + 1)
+                rows = replacement_rows(z.reshape(-1, z.shape[-1]).float(), count, generator)
+                weight[dead.to(weight.device)] = rows.to(weight.dtype)
+            self.dist.broadcast_(weight.data)
+        reset_moments(self.optimizer, weight, dead)
+        self.progress.codes_restarted += count
 
     def _count_step(self, finite: bool) -> None:
         p = self.progress
@@ -415,6 +469,8 @@ class Trainer:
             record = {"step": p.step, "epoch": p.epoch, "lr": self.scheduler.get_last_lr()[0],
                       "images_per_s": images_per_s, "skipped_files": p.files_skipped,
                       "skipped_steps": p.steps_skipped, **{k: finite_or_none(v) for k, v in metrics.items()}}
+            if self.code_usage is not None:
+                record["codes_restarted"] = p.codes_restarted
             if log is not None:
                 log.write(record)
             if bar is not None:
