@@ -88,6 +88,21 @@ def cmd_shuffle(args) -> None:
     print(f"{len(shuffled)} records, {sum(i != j for i, j in enumerate(order))} with another image's words")
 
 
+def codes_as_words(ids: list[int]) -> str:
+    """A learned (VQ-VAE) codebook's codes as text: code k is the k-th word of the bundled fashion-mnist
+    tokenizer's codebook, so that every arm of the study is read as English-like words."""
+    global _WORDS
+    if _WORDS is None:
+        from lqae_tokenizer import ImageTokenizer
+
+        words_tok = ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
+        _WORDS = words_tok.text_tokenizer.convert_ids_to_tokens(words_tok.codebook_ids.tolist())
+    return " ".join(_WORDS[i] for i in ids)
+
+
+_WORDS: list[str] | None = None
+
+
 def cmd_texts(args) -> None:
     """Another tokenizer's text of the same images (train subset of the largest arm size, dev, final).
 
@@ -96,12 +111,7 @@ def cmd_texts(args) -> None:
     from lqae_tokenizer import ImageTokenizer
 
     tok = ImageTokenizer.from_pretrained(args.tokenizer, device="cpu")
-    if args.as_words:
-        words_tok = ImageTokenizer.from_pretrained("fashion-mnist", device="cpu")
-        words = words_tok.text_tokenizer.convert_ids_to_tokens(words_tok.codebook_ids.tolist())
-        to_text = lambda ids: " ".join(words[i] for i in ids)  # noqa: E731
-    else:
-        to_text = tok.ids_to_text
+    to_text = codes_as_words if args.as_words else tok.ids_to_text
     root = args.fashion
     out = args.work / args.name
     out.mkdir(parents=True, exist_ok=True)

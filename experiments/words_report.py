@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from llm_study import SPLITS, one_hot_words, pixel_classifier  # noqa: E402
+from llm_study import SPLITS, codes_as_words, one_hot_words, pixel_classifier  # noqa: E402
 
 from lqae_tokenizer import ImageTokenizer  # noqa: E402
 from lqae_tokenizer.evaluation import linear_probe, psnr  # noqa: E402
@@ -83,7 +83,9 @@ def report(args) -> dict:
     from lqae_tokenizer.llm.causal_lm import load_causal_lm
 
     _, llm_tok = load_causal_lm(args.reader_lm)
-    texts = [" ".join(t.split()) for t in tok.ids_to_text(ids_te[:200].tolist())]
+    # A learned (VQ-VAE) codebook has no text of its own: its codes as the study's readers see them.
+    to_text = (lambda rows: [codes_as_words(r) for r in rows]) if tok.config.quantizer == "learned" else tok.ids_to_text
+    texts = [" ".join(t.split()) for t in to_text(ids_te[:200].tolist())]
     llm_tokens = sum(len(llm_tok(" " + t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
     return {
         "tokenizer": args.tokenizer, "set": args.set, "set_images": len(indices), "train_images": args.train_images,

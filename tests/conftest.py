@@ -23,6 +23,25 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# The longest files first. pytest-xdist's --dist loadfile hands whole files to the workers in collection
+# order, so a long file collected late (test_train.py, ~6 min of training runs) would run alone at the end
+# while the other worker idles: longest-first keeps both busy to the end. The rest keep their order.
+LONGEST_FIRST = ("test_train.py", "test_llm.py", "test_train_faults.py", "test_llm_bundled.py", "test_cli.py",
+                 "test_collection.py", "test_dead_codes.py", "test_search.py", "test_load.py", "test_projected_fit.py")
+
+
+def pytest_configure(config):
+    # pytest-xdist >= 3.7 orders the files by their number of tests unless told not to; the order above
+    # is by time (an older xdist has no such option and keeps the collection order anyway).
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
+
+
 DATA = Path(__file__).parent / "data"
 ROBERTA_TOKENIZER = DATA / "roberta-base-tokenizer"
 TOKENIZER_FILES = ("merges.txt", "tokenizer.json", "tokenizer_config.json", "vocab.json")

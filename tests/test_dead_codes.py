@@ -140,16 +140,16 @@ def test_language_codebooks_and_frozen_encoders_are_refused(roberta_lm_dir, tmp_
 
 @pytest.mark.slow
 def test_restarts_use_the_codebook_and_a_cut_run_resumes_identically(roberta_lm_dir, tmp_path):
-    common = [*LEARNED_FLAGS, "--max_train_steps", "12", "--checkpointing_steps", "5"]
+    common = [*LEARNED_FLAGS, "--max_train_steps", "8", "--checkpointing_steps", "3"]
     plain = run_train(train_args(roberta_lm_dir, tmp_path / "plain", *common))
     assert plain.returncode == 0, plain.stderr[-3000:]
-    full = run_train(train_args(roberta_lm_dir, tmp_path / "full", *common, *restarts(tmp_path, 3)))
+    full = run_train(train_args(roberta_lm_dir, tmp_path / "full", *common, *restarts(tmp_path, 2)))
     assert full.returncode == 0, full.stderr[-3000:]
-    # Cut at step 5, inside the window of steps 4-6: the resumed run needs step 4's counts to match.
-    cut = run_train(train_args(roberta_lm_dir, tmp_path / "cut", *common, *restarts(tmp_path, 3),
-                               "--stop_after_steps", "5"))
+    # Cut at step 3, inside the window of steps 3-4: the resumed run needs step 3's counts to match.
+    cut = run_train(train_args(roberta_lm_dir, tmp_path / "cut", *common, *restarts(tmp_path, 2),
+                               "--stop_after_steps", "3"))
     assert cut.returncode == 0, cut.stderr[-3000:]
-    resumed = run_train(train_args(roberta_lm_dir, tmp_path / "cut", *common, *restarts(tmp_path, 3),
+    resumed = run_train(train_args(roberta_lm_dir, tmp_path / "cut", *common, *restarts(tmp_path, 2),
                                    "--resume_from_checkpoint", "latest"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_identical(final_weights(tmp_path / "full"), final_weights(tmp_path / "cut"))
