@@ -12,7 +12,7 @@ bf16 values autocast would have made (round to nearest even), so scores and draw
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 

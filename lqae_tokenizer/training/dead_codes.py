@@ -11,6 +11,9 @@ again from zero, so that the dead row's stale moments do not carry it off its ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import torch
 
 from .distributed import DistributedContext
@@ -70,3 +73,26 @@ def reset_moments(optimizer: torch.optim.Optimizer, parameter: torch.Tensor, row
     for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
         if key in state:
             state[key][rows.to(state[key].device)] = 0
+
+
+def restart_dead_codes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, usage: CodeUsage,
+                       pixels: torch.Tensor, dist: DistributedContext, seed: int,
+                       autocast: Callable[[], AbstractContextManager]) -> int:
+    """Move ``model.codebook``'s rows that no rank chose in ``usage``'s window to encoder outputs of rank 0's
+    ``pixels`` ``[B, C, H, W]``, send rank 0's codebook to every rank (they stay identical, as DDP needs) and
+    zero those rows' moments. ``seed`` fixes the draw. Returns how many rows moved (the same on every rank)."""
+    dead = usage.dead_rows(dist)
+    count = int(dead.sum())
+    if not count:
+        return 0
+    weight = model.codebook.weight
+    with torch.no_grad():
+        if dist.is_main:
+            with autocast():
+                z = model.encoder(pixels.to(dist.device))  # [B, N, H]
+            generator = torch.Generator().manual_seed(seed)
+            rows = replacement_rows(z.reshape(-1, z.shape[-1]).float(), count, generator)
+            weight[dead.to(weight.device)] = rows.to(weight.dtype)
+        dist.broadcast_(weight.data)
+    reset_moments(optimizer, weight, dead)
+    return count

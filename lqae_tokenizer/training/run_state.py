@@ -12,13 +12,18 @@ checkpoints alone or one more complete checkpoint, never a partial folder that `
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
+import random
 import re
 import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from ..folders import replace_folder
 
@@ -111,3 +116,35 @@ def _discard(path: Path) -> None:
     aside = path.parent / f".old-{path.name}-{os.getpid()}"
     os.replace(path, aside)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every generator this process uses (python, numpy, torch CPU and CUDA), tensors-only friendly."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Set every generator back to a :func:`capture_rng` state (CUDA only where this process has it)."""
+    random.setstate(state["python"])
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def tensor_bytes(obj: Any) -> bytes:
+    """``obj`` (tensors and plain containers) as the bytes of a torch file, for a checkpoint file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes) -> Any:
+    # weights_only: a restricted unpickler that only rebuilds tensors and plain containers.
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
 import os
-import random
 import signal
 import time
 import warnings
@@ -16,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -24,7 +21,7 @@ from ..config import TRAINING_FIELDS, LQAEConfig
 from ..tokenizer import ImageTokenizer
 from . import run_state
 from .config import TrainConfig, model_overrides
-from .dead_codes import CodeUsage, replacement_rows, reset_moments
+from .dead_codes import CodeUsage, restart_dead_codes
 from .data import ImageFiles, ResumableSampler, collate, list_images, token_masks
 from .distributed import DistributedContext
 from .errors import TrainingAborted
@@ -136,36 +133,6 @@ def tokenizer_from_checkpoint(path: Path, device: torch.device | str = "cpu",
     return tokenizer
 
 
-def capture_rng() -> dict[str, Any]:
-    """Every generator this process uses (python, numpy, torch CPU and CUDA), tensors-only friendly."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tensor_bytes(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
-def _from_bytes(data: bytes) -> Any:
-    # weights_only: a restricted unpickler that only rebuilds tensors and plain containers.
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-
-
 class Trainer:
     """Trains ``ImageTokenizer.model`` per a :class:`TrainConfig` on this process's rank."""
 
@@ -268,7 +235,7 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0 writes; every rank's RNG goes in)."""
-        rngs = self.dist.gather(capture_rng())
+        rngs = self.dist.gather(run_state.capture_rng())
         if self.code_usage is not None:
             self._summed_usage = self.dist.sum_tensor(self.code_usage.counts)
         path = None
@@ -278,13 +245,13 @@ class Trainer:
             files = {
                 "trainable.safetensors": save_safetensors({k: v.detach().cpu().contiguous()
                                                            for k, v in self.model.trainable_state_dict().items()}),
-                "optimizer.pt": _tensor_bytes(self.optimizer.state_dict()),
-                "scheduler.pt": _tensor_bytes(self.scheduler.state_dict()),
-                "scaler.pt": _tensor_bytes(self.scaler.state_dict()),
-                "rng.pt": _tensor_bytes(rngs),
+                "optimizer.pt": run_state.tensor_bytes(self.optimizer.state_dict()),
+                "scheduler.pt": run_state.tensor_bytes(self.scheduler.state_dict()),
+                "scaler.pt": run_state.tensor_bytes(self.scaler.state_dict()),
+                "rng.pt": run_state.tensor_bytes(rngs),
             }
             if self.code_usage is not None:  # the open window's counts (summed over the ranks)
-                files["code_usage.pt"] = _tensor_bytes({"counts": self._summed_usage})
+                files["code_usage.pt"] = run_state.tensor_bytes({"counts": self._summed_usage})
             state = {"progress": self.progress.__dict__, "config": self.config.to_dict(),
                      "model_config": self.tokenizer.config.to_dict(), "world_size": self.dist.world_size}
             path = run_state.save(self.output_dir, self.progress.step, files, state)
@@ -303,11 +270,11 @@ class Trainer:
             path = Path(target)
             state, files = run_state.read_verified(path)
         load_trainable(self.model, files["trainable.safetensors"])
-        self.optimizer.load_state_dict(_from_bytes(files["optimizer.pt"]))
-        self.scheduler.load_state_dict(_from_bytes(files["scheduler.pt"]))
-        self.scaler.load_state_dict(_from_bytes(files["scaler.pt"]))
-        rngs = _from_bytes(files["rng.pt"])
-        restore_rng(rngs[min(self.dist.rank, len(rngs) - 1)])
+        self.optimizer.load_state_dict(run_state.from_bytes(files["optimizer.pt"]))
+        self.scheduler.load_state_dict(run_state.from_bytes(files["scheduler.pt"]))
+        self.scaler.load_state_dict(run_state.from_bytes(files["scaler.pt"]))
+        rngs = run_state.from_bytes(files["rng.pt"])
+        run_state.restore_rng(rngs[min(self.dist.rank, len(rngs) - 1)])
         self.progress = Progress(**state["progress"])
         if self.code_usage is not None:
             self._resume_code_usage(files.get("code_usage.pt"))
@@ -322,7 +289,7 @@ class Trainer:
                 logger.info("the checkpoint has no codebook usage counts: the first restart window starts now")
             return
         if self.dist.is_main:
-            self.code_usage.load_state_dict(_from_bytes(data))
+            self.code_usage.load_state_dict(run_state.from_bytes(data))
 
     # -- the loop ---------------------------------------------------------------------------------
     def _batches(self):
@@ -389,24 +356,11 @@ class Trainer:
         return {**sums, "grad_norm": float(grad_norm)}
 
     def _restart_dead_codes(self, pixels: torch.Tensor) -> None:
-        """Move the learned codebook's rows that no rank chose in this window to encoder outputs of rank 0's
-        last micro-batch, then send rank 0's codebook to every rank (they stay identical, as DDP needs).
+        """Restart the learned codebook's rows that no rank chose in this window (see ``dead_codes``).
         The draw is seeded by the run's seed and the step, so a resumed run makes the same one."""
-        dead = self.code_usage.dead_rows(self.dist)
-        count = int(dead.sum())
-        if not count:
-            return
-        weight = self.model.codebook.weight
-        with torch.no_grad():
-            if self.dist.is_main:
-                with self.autocast():
-                    z = self.model.encoder(pixels.to(self.dist.device))  # [B, N, H]
-                generator = torch.Generator().manual_seed(self.config.run.seed * 1_000_003 + self.progress.step + 1)
-                rows = replacement_rows(z.reshape(-1, z.shape[-1]).float(), count, generator)
-                weight[dead.to(weight.device)] = rows.to(weight.dtype)
-            self.dist.broadcast_(weight.data)
-        reset_moments(self.optimizer, weight, dead)
-        self.progress.codes_restarted += count
+        seed = self.config.run.seed * 1_000_003 + self.progress.step + 1
+        self.progress.codes_restarted += restart_dead_codes(self.model, self.optimizer, self.code_usage, pixels,
+                                                            self.dist, seed, self.autocast)
 
     def _count_step(self, finite: bool) -> None:
         p = self.progress
