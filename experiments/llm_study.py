@@ -233,22 +233,35 @@ def cmd_read(args) -> None:
           f"({result['n']} images, {result['images_per_second']:.1f} images/s)")
 
 
-def pixel_classifier(seed: int = 0, epochs: int = 3) -> tuple[torch.nn.Module, float]:
+def _pixel_cnn() -> torch.nn.Module:
+    """The judge's architecture: two conv+pool layers and two linear layers, ``[n, 1, 32, 32]`` -> 10 logits."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(64 * 8 * 8, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+
+
+def pixel_classifier(seed: int = 0, epochs: int = 3, cache: Path | None = None) -> tuple[torch.nn.Module, float]:
     """A small CNN trained on the real Fashion-MNIST training pixels (resized to 32x32 as the
-    tokenizer sees them); returns it and its accuracy on the final test images."""
+    tokenizer sees them); returns it (eval mode) and its accuracy on the final test images.
+
+    Training is seeded, so ``cache`` (a file; its name should carry the seed) only saves the minutes of
+    training: its weights are loaded when it exists and written after training otherwise."""
     from lqae_tokenizer.preprocessing import prepare_batch
 
-    torch.manual_seed(seed)
+    if cache is not None and cache.is_file():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        net = _pixel_cnn()
+        net.load_state_dict(saved["weights"])
+        return net.eval(), float(saved["accuracy"])
+    torch.manual_seed(seed)  # before the net: its initial weights are part of the seeded run
+    net = _pixel_cnn()
     train_x, train_y = read_split("train")
     test_x, test_y = read_split("test")
     to_px = lambda a: prepare_batch(torch.from_numpy(a.copy())[:, None], 32)[:, :1]  # noqa: E731  [n, 1, 32, 32]
     xtr, ytr = to_px(train_x), torch.from_numpy(train_y.astype("int64"))
     final = list(SPLITS["final"])
     xte, yte = to_px(test_x[final]), torch.from_numpy(test_y[final].astype("int64"))
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(64 * 8 * 8, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -259,6 +272,9 @@ def pixel_classifier(seed: int = 0, epochs: int = 3) -> tuple[torch.nn.Module, f
     net.eval()
     with torch.no_grad():
         accuracy = float((net(xte).argmax(1) == yte).float().mean())
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"weights": net.state_dict(), "accuracy": accuracy}, cache)
     return net, accuracy
 
 
@@ -284,13 +300,7 @@ def cmd_draw(args) -> None:
         lm._trie = WordTrie(lm.llm_tokenizer, [w for w, i in lm.word_ids.items() if i in used])
         print(f"drawing from the {len(lm._trie)} words of the first {args.training_words} training images")
     start = time.time()
-    cache = args.work / "results" / "pixel_classifier.pt"  # seeded, so reusing it changes nothing
-    if cache.is_file():
-        saved = torch.load(cache, weights_only=False)  # our own file, written just below
-        net, clf_accuracy = saved["net"], saved["accuracy"]
-    else:
-        net, clf_accuracy = pixel_classifier()
-        torch.save({"net": net, "accuracy": clf_accuracy}, cache)
+    net, clf_accuracy = pixel_classifier(seed=0, cache=args.work / "results" / "pixel-cnn-seed0.pt")
     test = records(args.work / "final.jsonl")
     real_ids = torch.tensor([r["ids"] for r in test])
     real_labels = torch.tensor([int(Path(r["path"]).parent.name) for r in test])

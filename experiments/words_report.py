@@ -68,7 +68,7 @@ def report(args) -> dict:
     ids_tr, ids_te = encode(tok, xtr), encode(tok, xte)
     with torch.no_grad():
         recon = torch.cat([tok.batch_decode(ids_te[i:i + 256], output_type="pt") for i in range(0, len(ids_te), 256)])
-    net, _ = pixel_classifier(seed=0)
+    net, _ = pixel_classifier(seed=0, cache=args.out.parent / "pixel-cnn-seed0.pt")  # shared with llm_study
     with torch.no_grad():
         real_acc = float((net(xte[:, :1]).argmax(1) == yte).float().mean())
         recon_acc = float((net(recon.mean(1, keepdim=True)).argmax(1) == yte).float().mean())

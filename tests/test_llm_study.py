@@ -91,3 +91,29 @@ def test_draw_losses_batch_equals_each_label_scored_alone(tmp_path):
                 logits = model(torch.tensor([prompt + answer])).logits[0]
             expected.append(torch.nn.functional.cross_entropy(logits[len(prompt) - 1:-1], torch.tensor(answer)))
         torch.testing.assert_close(fast, torch.stack(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_the_pixel_judge_loaded_from_its_cache_is_the_one_trained(tmp_path, monkeypatch):
+    """The drawing judge and words_report share a cached CNN: the cached one must be the very net a
+    fresh seeded training gives, and a cache hit must not read the data again."""
+    g = torch.Generator().manual_seed(0)
+    splits = {"train": (torch.randint(0, 256, (64, 28, 28), generator=g, dtype=torch.uint8).numpy(),
+                        torch.randint(0, 10, (64,), generator=g).numpy()),
+              "test": (torch.randint(0, 256, (10_000, 28, 28), generator=g, dtype=torch.uint8).numpy(),
+                       torch.randint(0, 10, (10_000,), generator=g).numpy())}
+    monkeypatch.setattr(llm_study, "read_split", lambda name: splits[name])
+    cache = tmp_path / "judge-seed0.pt"
+    trained, accuracy = llm_study.pixel_classifier(seed=0, epochs=1, cache=cache)
+    again, _ = llm_study.pixel_classifier(seed=0, epochs=1)  # no cache: the same seeded training
+    probe = torch.rand(5, 1, 32, 32, generator=g)
+    with torch.no_grad():
+        assert torch.equal(trained(probe), again(probe))
+
+    def no_data(name):
+        raise AssertionError("a cache hit read the data")
+
+    monkeypatch.setattr(llm_study, "read_split", no_data)
+    loaded, loaded_accuracy = llm_study.pixel_classifier(seed=0, epochs=1, cache=cache)
+    assert not loaded.training and loaded_accuracy == accuracy
+    with torch.no_grad():
+        assert torch.equal(loaded(probe), trained(probe))
