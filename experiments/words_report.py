@@ -50,6 +50,13 @@ def encode(tok: ImageTokenizer, pixels: torch.Tensor, batch: int = 512) -> torch
     return torch.cat([torch.tensor(tok(pixels[i:i + batch])["input_ids"]) for i in range(0, len(pixels), batch)])
 
 
+def reader_texts(tok: ImageTokenizer, ids: torch.Tensor) -> list[str]:
+    """The text a study reader sees for each row of ``ids`` ``[n, N]`` (int64), whitespace collapsed.
+    A learned (VQ-VAE) codebook has no text of its own: its codes are written as ``codes_as_words``."""
+    to_text = codes_as_words if tok.config.quantizer == "learned" else tok.ids_to_text
+    return [" ".join(to_text(row).split()) for row in ids.tolist()]
+
+
 def vocabulary_use(ids: torch.Tensor) -> tuple[int, float]:
     counts = torch.bincount(ids.flatten()).double()
     p = counts[counts > 0] / counts.sum()
@@ -83,9 +90,7 @@ def report(args) -> dict:
     from lqae_tokenizer.llm.causal_lm import load_causal_lm
 
     _, llm_tok = load_causal_lm(args.reader_lm)
-    # A learned (VQ-VAE) codebook has no text of its own: its codes as the study's readers see them.
-    to_text = (lambda rows: [codes_as_words(r) for r in rows]) if tok.config.quantizer == "learned" else tok.ids_to_text
-    texts = [" ".join(t.split()) for t in to_text(ids_te[:200].tolist())]
+    texts = reader_texts(tok, ids_te[:200])
     llm_tokens = sum(len(llm_tok(" " + t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
     return {
         "tokenizer": args.tokenizer, "set": args.set, "set_images": len(indices), "train_images": args.train_images,

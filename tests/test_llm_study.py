@@ -117,3 +117,17 @@ def test_the_pixel_judge_loaded_from_its_cache_is_the_one_trained(tmp_path, monk
     assert not loaded.training and loaded_accuracy == accuracy
     with torch.no_grad():
         assert torch.equal(loaded(probe), trained(probe))
+
+
+def test_words_report_writes_one_reader_text_per_image_that_reads_back(word_tokenizer):
+    """The reader's text of a batch of ids: one string per image, each reading back to its ids (the
+    report once passed the whole batch to ids_to_text, which takes one image)."""
+    import sys
+
+    sys.path.insert(0, str(STUDY.parent))
+    import words_report
+
+    ids = torch.tensor(word_tokenizer.encode(torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))))
+    texts = words_report.reader_texts(word_tokenizer, ids)
+    assert len(texts) == 3
+    assert [word_tokenizer.from_text(t) for t in texts] == ids.tolist()
