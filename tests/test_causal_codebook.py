@@ -292,3 +292,25 @@ def test_codebook_centering_is_refused_with_a_learned_codebook_or_a_projection()
         LQAEConfig.from_preset("demo-vqvae", codebook_centering=True)
     with pytest.raises(ValueError, match="codebook_centering"):
         LQAEConfig.from_preset("demo", codebook_centering=True, search_dim=8, metric="l2")
+
+
+def test_an_image_lm_over_its_own_words_reads_and_draws_one_token_per_word(llama_dir, llama_tokenizer):
+    """The point of the causal codebook: the reader of the image words is the LM whose table they come
+    from. Its prompts hold one token per image word, and every drawing is N of its codebook words."""
+    from lqae_tokenizer.evaluation import load_causal_lm
+    from lqae_tokenizer.llm import ImageLM
+
+    model, reader = load_causal_lm(str(llama_dir))
+    labels = ["coat", "bag"]
+    lm = ImageLM(llama_tokenizer, model, reader, labels, language_model=str(llama_dir),
+                 image_tokenizer_name=str(llama_dir))
+    image = random_image(11)
+    ids = llama_tokenizer.encode(image)
+    prompt = reader(lm.prompt.read_prompt(llama_tokenizer.to_text(image)), add_special_tokens=False)["input_ids"]
+    start = len(reader("input:", add_special_tokens=False)["input_ids"])
+    assert prompt[start:start + len(ids)] == ids  # each image word is one prompt token, in order
+    assert lm.classify([image])[0] in labels
+    drawn = lm.draw_ids("bag", 3, seed=0, temperature=2.0)
+    assert drawn.shape == (3, llama_tokenizer.tokens_per_image)
+    assert set(drawn.flatten().tolist()) <= set(llama_tokenizer.codebook_ids.tolist())
+    assert len(llama_tokenizer.batch_decode(drawn)) == 3
