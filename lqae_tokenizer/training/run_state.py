@@ -7,6 +7,9 @@ sha256 of every other file. It is written by the package's one folder writer
 (:func:`lqae_tokenizer.folders.replace_folder`, durable): under a temporary name, every file and the
 folder fsynced, and only then swapped into place, so a crash at any moment leaves either the previous
 checkpoints alone or one more complete checkpoint, never a partial folder that ``latest`` would pick.
+It also turns the trainer's state into such files and back: every random generator (``capture_rng``,
+``restore_rng``) and tensors-only torch files read with the restricted unpickler (``tensor_bytes``,
+``from_bytes``).
 """
 
 from __future__ import annotations
