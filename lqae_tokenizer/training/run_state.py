@@ -149,5 +149,6 @@ def tensor_bytes(obj: Any) -> bytes:
 
 
 def from_bytes(data: bytes) -> Any:
-    # weights_only: a restricted unpickler that only rebuilds tensors and plain containers.
+    """What :func:`tensor_bytes` wrote, on the CPU. ``weights_only``: a restricted unpickler that only
+    rebuilds tensors and plain containers, so a tampered checkpoint file cannot run code."""
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
