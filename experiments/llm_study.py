@@ -10,6 +10,7 @@ drawing (classified by an independent pixel classifier, diversity, a picture gri
     python experiments/llm_study.py read    --work W --model RUN/final --name read-2000 [--set final]
     python experiments/llm_study.py draw    --work W --model RUN/final --per-class 20 --grid docs/llm_drawings.png
     python experiments/llm_study.py drawscore --work W --model RUN/final --name X --set dev --images 200
+    python experiments/llm_study.py compare --work W read-a-dev.json read-b-dev.json   # paired difference
 
 Splits (Fashion-MNIST's test split, by index; never used to train anything): dev = 6,000-6,999 (used
 to choose the training recipe), final = 8,000-8,999 (the reported numbers until 2026-12-05; looked at
@@ -233,6 +234,38 @@ def cmd_read(args) -> None:
           f"({result['n']} images, {result['images_per_second']:.1f} images/s)")
 
 
+def paired_difference(right_a: list[bool], right_b: list[bool]) -> tuple[float, float]:
+    """Mean of ``right_a - right_b`` over the same images (each a bool per image) and the half-width of its
+    normal 95% interval: the difference of two readers' accuracies measured on shared images, whose
+    per-image agreement an unpaired interval ignores."""
+    if len(right_a) != len(right_b) or len(right_a) < 2:
+        raise ValueError(f"need the same images (two or more) for both readers, got {len(right_a)} and {len(right_b)}")
+    diffs = [float(a) - float(b) for a, b in zip(right_a, right_b)]
+    mean = sum(diffs) / len(diffs)
+    variance = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+    return mean, 1.96 * (variance / len(diffs)) ** 0.5
+
+
+def cmd_compare(args) -> None:
+    """Two ``read`` results on the same set (any arms: each result names the text file it read, whose
+    records give the images and their labels): accuracies and their paired difference."""
+    right, images = [], []
+    for name in (args.a, args.b):
+        result = json.loads((args.work / "results" / name).read_text())
+        items = read_labelled_text([result["data"]], NAMES)
+        if len(items) != len(result["predictions"]):
+            raise SystemExit(f"{name}: {len(result['predictions'])} predictions for {len(items)} records of {result['data']}")
+        rows = [json.loads(line) for line in Path(result["data"]).read_text().splitlines() if line.strip()]
+        images.append([Path(r["path"]).name for r in rows])
+        right.append([i.label == p for i, p in zip(items, result["predictions"])])
+    if images[0] != images[1]:
+        raise SystemExit(f"{args.a} and {args.b} did not read the same images in the same order")
+    mean, half = paired_difference(*right)
+    accuracy = [sum(r) / len(r) for r in right]
+    print(f"{args.a} {accuracy[0]:.3f} - {args.b} {accuracy[1]:.3f} = {mean:+.3f} +- {half:.3f} "
+          f"(paired, 95%, {len(right[0])} images)")
+
+
 def _pixel_cnn() -> torch.nn.Module:
     """The judge's architecture: two conv+pool layers and two linear layers, ``[n, 1, 32, 32]`` -> 10 logits."""
     return torch.nn.Sequential(
@@ -399,7 +432,7 @@ def cmd_drawscore(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("splits", "shuffle", "texts", "rename", "probes", "read", "draw", "drawscore"):
+    for name in ("splits", "shuffle", "texts", "rename", "probes", "read", "draw", "drawscore", "compare"):
         p = sub.add_parser(name)
         p.add_argument("--work", type=Path, required=True)
         if name == "splits":
@@ -422,6 +455,9 @@ def main() -> None:
         if name in ("read", "draw", "drawscore"):
             p.add_argument("--model", required=True)
             p.add_argument("--name", required=True)
+        if name == "compare":
+            p.add_argument("a", help="a read result's file name in W/results, e.g. read-sw-2000-s0-dev.json")
+            p.add_argument("b", help="the other reader's result on the same images")
         if name == "drawscore":
             p.add_argument("--set", choices=sorted(SPLITS), default="dev")
             p.add_argument("--images", type=int, default=200, help="the first N images of the set")

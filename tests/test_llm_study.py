@@ -131,3 +131,28 @@ def test_words_report_writes_one_reader_text_per_image_that_reads_back(word_toke
     texts = words_report.reader_texts(word_tokenizer, ids)
     assert len(texts) == 3
     assert [word_tokenizer.from_text(t) for t in texts] == ids.tolist()
+
+
+def test_paired_difference_against_a_hand_count():
+    # 4 images: a right on 3, b right on 2; per-image differences [0, 1, 0, 0]: mean 0.25, sample variance 0.25.
+    mean, half = llm_study.paired_difference([True, True, False, True], [True, False, False, True])
+    assert mean == pytest.approx(0.25) and half == pytest.approx(1.96 * (0.25 / 4) ** 0.5)
+    assert llm_study.paired_difference([True, False], [True, False]) == (0.0, 0.0)  # same answers: no difference
+    with pytest.raises(ValueError, match="same images"):
+        llm_study.paired_difference([True], [True, False])
+
+
+def test_compare_pairs_two_arms_by_image_and_refuses_different_images(tmp_path, capsys):
+    # Two arms' texts of the same three images (labels from the folder names: 0 T-shirt, 1 trouser).
+    paths = ["t/test/0/06000.png", "t/test/1/06001.png", "t/test/1/06002.png"]
+    results = tmp_path / "results"
+    results.mkdir()
+    for arm, predictions in (("a", ["T-shirt", "trouser", "trouser"]), ("b", ["T-shirt", "T-shirt", "trouser"])):
+        write_jsonl(tmp_path / f"{arm}.jsonl", [{"path": p, "text": f"w{k}"} for k, p in enumerate(paths)])
+        (results / f"read-{arm}.json").write_text(json.dumps({"data": str(tmp_path / f"{arm}.jsonl"),
+                                                              "predictions": predictions}))
+    llm_study.cmd_compare(type("Args", (), {"work": tmp_path, "a": "read-a.json", "b": "read-b.json"}))
+    assert "1.000 - read-b.json 0.667 = +0.333" in capsys.readouterr().out
+    write_jsonl(tmp_path / "b.jsonl", [{"path": p, "text": "w"} for p in reversed(paths)])
+    with pytest.raises(SystemExit, match="same images in the same order"):
+        llm_study.cmd_compare(type("Args", (), {"work": tmp_path, "a": "read-a.json", "b": "read-b.json"}))
