@@ -73,8 +73,12 @@ development set that chose the recipe; `experiments/words_report.py`): 15.97 dB 
 19.36), 1,906 distinct words (perplexity 1,005); a pixel CNN reads its reconstructions at 0.555 (0.897 on
 the real images), while linear probes on its words read 0.766 (words at their positions) and 0.748 (bag of
 words; `fashion-mnist`'s: 0.758 and 0.565). It keeps the class in which words it uses more than in the
-pixels it draws. Trained on Fashion-MNIST's 60,000 training images only: not a general-purpose image
-tokenizer. Details: docs/models.md of lqae-tokenizer.
+pixels it draws. On the 2,000 holdout test images (3,000-4,999), looked at once after this model was
+committed: 15.94 dB, reconstructions read 0.542, probes 0.753 and 0.746, 2,126 distinct words. LoRA readers
+of SmolLM2 read its words as well as `fashion-mnist`'s at 2,000 training images (0.595 and 0.571 against
+0.575 and 0.575, development set) at 64 LLM tokens per image instead of 114. Trained on Fashion-MNIST's
+60,000 training images only: not a general-purpose image tokenizer. Details: docs/models.md of
+lqae-tokenizer.
 """,
 }
 
