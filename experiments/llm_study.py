@@ -318,6 +318,19 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
+def reference_ids(tok, rows: list[dict], source: Path) -> torch.Tensor:
+    """``int64 [n, tokens_per_image]``: the real images' ids that drawings are set beside, checked to be
+    ``tok``'s own (the right length, every id in its codebook): another tokenizer's ids would decode to
+    noise and make the reference numbers silently wrong."""
+    allowed = set(torch.as_tensor(tok.codebook_ids).tolist())
+    for r in rows:
+        if len(r["ids"]) != tok.tokens_per_image or not set(r["ids"]) <= allowed:
+            raise SystemExit(f"{source}: {r['path']} has {len(r['ids'])} ids, not all in the drawing tokenizer's "
+                             f"codebook of {len(allowed)} ({tok.tokens_per_image} per image); pass --data with this "
+                             "tokenizer's text of the set (`llm_study.py texts --tokenizer ...`)")
+    return torch.tensor([r["ids"] for r in rows])
+
+
 def cmd_draw(args) -> None:
     from lqae_tokenizer.imaging import image_grid, tensor_to_image
     from lqae_tokenizer.llm import ImageLM
@@ -334,13 +347,16 @@ def cmd_draw(args) -> None:
         print(f"drawing from the {len(lm._trie)} words of the first {args.training_words} training images")
     start = time.time()
     net, clf_accuracy = pixel_classifier(seed=0, cache=args.work / "results" / "pixel-cnn-seed0.pt")
-    test = records(args.work / "final.jsonl")
-    real_ids = torch.tensor([r["ids"] for r in test])
+    # The reference: this tokenizer's text of the set's real images (their reconstructions' accuracy and
+    # diversity); another tokenizer's ids would decode to noise, so --data names the drawing tokenizer's text.
+    data = args.data or (args.work / f"{args.set}.jsonl")
+    test = records(data)
+    real_ids = reference_ids(tok, test, data)
     real_labels = torch.tensor([int(Path(r["path"]).parent.name) for r in test])
     with torch.no_grad():
         recon = tok.batch_decode(real_ids, output_type="pt").mean(1, keepdim=True)  # grey, [n, 1, 32, 32]
         recon_accuracy = float((net(recon).argmax(1) == real_labels).float().mean())
-    print(f"pixel classifier: {clf_accuracy:.3f} on the final real images, {recon_accuracy:.3f} on their "
+    print(f"pixel classifier: {clf_accuracy:.3f} on the final real images, {recon_accuracy:.3f} on the {args.set} images' "
           f"reconstructions by the tokenizer ({time.time() - start:.0f} s)", flush=True)
     per_class, rows_for_grid, draw_seconds, decodable = {}, [], 0.0, 0
     allowed = set(torch.as_tensor(tok.codebook_ids).tolist())
@@ -371,7 +387,7 @@ def cmd_draw(args) -> None:
     summary = {"classifier_accuracy_real": clf_accuracy, "classifier_accuracy_reconstructions": recon_accuracy,
                "classified_as_requested": sum(v["classified_as_requested"] for v in per_class.values()) / len(per_class),
                "drawings": total, "decodable": decodable, "drawings_per_second": total / draw_seconds,
-               "temperature": args.temperature, "guidance": args.guidance, "candidates": args.candidates, "reader": args.reader, "seed": args.seed,
+               "reference_set": args.set, "reference_data": str(data), "temperature": args.temperature, "guidance": args.guidance, "candidates": args.candidates, "reader": args.reader, "seed": args.seed,
                "per_class": per_class, "model": str(args.model)}
     (args.work / "results" / f"draw-{args.name}.json").write_text(json.dumps(summary, indent=1))
     print(f"all: {summary['classified_as_requested']:.3f} classified as requested; {decodable} of {total} decodable; "
@@ -461,8 +477,9 @@ def main() -> None:
         if name == "drawscore":
             p.add_argument("--set", choices=sorted(SPLITS), default="dev")
             p.add_argument("--images", type=int, default=200, help="the first N images of the set")
-        if name == "read":
-            p.add_argument("--set", choices=sorted(SPLITS), default="final")
+        if name in ("read", "draw"):
+            p.add_argument("--set", choices=sorted(SPLITS), default="final",
+                           help="read: the images read; draw: the real images the drawings are set beside")
             p.add_argument("--data", type=Path, help="another tokenizer's text of the set (texts command)")
         if name == "draw":
             p.add_argument("--per-class", type=int, default=20)

@@ -156,3 +156,17 @@ def test_compare_pairs_two_arms_by_image_and_refuses_different_images(tmp_path, 
     write_jsonl(tmp_path / "b.jsonl", [{"path": p, "text": "w"} for p in reversed(paths)])
     with pytest.raises(SystemExit, match="same images in the same order"):
         llm_study.cmd_compare(type("Args", (), {"work": tmp_path, "a": "read-a.json", "b": "read-b.json"}))
+
+
+def test_draw_reference_must_be_the_drawing_tokenizers_own_ids(word_tokenizer, tmp_path):
+    """draw once decoded the study folder's final.jsonl (the `fashion-mnist` tokenizer's ids) whatever
+    tokenizer drew, which gives noise for another codebook; the reference is now checked."""
+    own = word_tokenizer.encode(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    rows = [{"path": f"test/0/{i}.png", "ids": list(map(int, ids))} for i, ids in enumerate(own)]
+    assert llm_study.reference_ids(word_tokenizer, rows, tmp_path / "x.jsonl").tolist() == [r["ids"] for r in rows]
+    outside = int(max(word_tokenizer.codebook_ids)) + 1
+    foreign = [dict(rows[0], ids=[outside] * word_tokenizer.tokens_per_image)]
+    with pytest.raises(SystemExit, match="not all in the drawing tokenizer's codebook.*pass --data"):
+        llm_study.reference_ids(word_tokenizer, foreign, tmp_path / "x.jsonl")
+    with pytest.raises(SystemExit, match="pass --data"):
+        llm_study.reference_ids(word_tokenizer, [dict(rows[0], ids=rows[0]["ids"][:-1])], tmp_path / "x.jsonl")
