@@ -387,7 +387,8 @@ def cmd_draw(args) -> None:
     summary = {"classifier_accuracy_real": clf_accuracy, "classifier_accuracy_reconstructions": recon_accuracy,
                "classified_as_requested": sum(v["classified_as_requested"] for v in per_class.values()) / len(per_class),
                "drawings": total, "decodable": decodable, "drawings_per_second": total / draw_seconds,
-               "reference_set": args.set, "reference_data": str(data), "temperature": args.temperature, "guidance": args.guidance, "candidates": args.candidates, "reader": args.reader, "seed": args.seed,
+               "reference_set": args.set, "reference_data": str(data),
+               "temperature": args.temperature, "guidance": args.guidance, "candidates": args.candidates, "reader": args.reader, "seed": args.seed,
                "per_class": per_class, "model": str(args.model)}
     (args.work / "results" / f"draw-{args.name}.json").write_text(json.dumps(summary, indent=1))
     print(f"all: {summary['classified_as_requested']:.3f} classified as requested; {decodable} of {total} decodable; "
