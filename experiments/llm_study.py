@@ -1,7 +1,7 @@
 """The fine-tuned-LLM study of RESULTS.md: reading (learning curve, controls, reference probes) and
 drawing (classified by an independent pixel classifier, diversity, a picture grid).
 
-    python experiments/llm_study.py splits  --train fm-train.jsonl --test fm-test.jsonl --work W
+    python experiments/llm_study.py splits  --fashion fm --work W     # or --train fm-train.jsonl --test fm-test.jsonl
     python experiments/llm_study.py shuffle --work W --images 2000            # the shuffled-words control data
     python experiments/llm_study.py texts   --work W --tokenizer DIR --name arm-b [--as-words]
     python experiments/llm_study.py rename  --work W --images 2000 --name one-token   # same ids, one-token words
@@ -67,11 +67,26 @@ def train_subset(work: Path, images: int) -> list[dict]:
     return select_images(rows, images, 0)
 
 
+def folder_records(folder: Path) -> list[dict]:
+    """``{"path", "index"}`` of every image under ``folder`` in the order ``lqae-tokenize`` reads a folder
+    (so the training order, and with it ``--max-images``' seeded subsets, is the study's on any machine)."""
+    from lqae_tokenizer.images import list_images
+
+    return [{"path": str(p), "index": index_of(str(p))} for p in list_images(folder)]
+
+
 def cmd_splits(args) -> None:
+    from_folder = args.fashion is not None and args.train is None and args.test is None
+    if not from_folder and (args.fashion is not None or args.train is None or args.test is None):
+        raise SystemExit("splits: give either --fashion (prepare_fashion_mnist.py's folder) or both --train "
+                         "and --test (lqae-tokenize JSONL of the training and test images)")
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "results").mkdir(exist_ok=True)
-    write(args.work / "train.jsonl", records(args.train))
-    test = records(args.test)
+    if from_folder:
+        train, test = folder_records(args.fashion / "train"), folder_records(args.fashion / "test")
+    else:
+        train, test = records(args.train), records(args.test)
+    write(args.work / "train.jsonl", train)
     for name, indices in SPLITS.items():
         keep = [r for r in test if index_of(r["path"]) in indices]
         write(args.work / f"{name}.jsonl", sorted(keep, key=lambda r: index_of(r["path"])))
@@ -453,8 +468,9 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--work", type=Path, required=True)
         if name == "splits":
-            p.add_argument("--train", type=Path, required=True)
-            p.add_argument("--test", type=Path, required=True)
+            p.add_argument("--fashion", type=Path, help="prepare_fashion_mnist.py's folder (its train/ and test/)")
+            p.add_argument("--train", type=Path, help="lqae-tokenize JSONL of the training images (or --fashion)")
+            p.add_argument("--test", type=Path, help="lqae-tokenize JSONL of the test images (or --fashion)")
         if name in ("shuffle", "texts", "rename"):
             p.add_argument("--images", type=int, default=2000)
         if name == "texts":

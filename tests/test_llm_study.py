@@ -170,3 +170,35 @@ def test_draw_reference_must_be_the_drawing_tokenizers_own_ids(word_tokenizer, t
         llm_study.reference_ids(word_tokenizer, foreign, tmp_path / "x.jsonl")
     with pytest.raises(SystemExit, match="pass --data"):
         llm_study.reference_ids(word_tokenizer, [dict(rows[0], ids=rows[0]["ids"][:-1])], tmp_path / "x.jsonl")
+
+
+def test_splits_from_the_prepared_folder_follow_lqae_tokenizes_order_and_the_index_ranges(tmp_path):
+    """``splits --fashion`` needs no tokenize run: the training records come in the order ``lqae-tokenize``
+    reads the folder (the order ``--max-images``' seeded subsets index into), and each test image lands in
+    the split its file's index names."""
+    import argparse
+
+    from PIL import Image
+
+    from lqae_tokenizer.cli.sources import expand_inputs
+
+    fm = tmp_path / "fm"
+    names = {"train": ["1/00000.png", "0/00010.png", "0/00001.png", "9/59999.png"],
+             "test": ["3/06000.png", "0/03001.png", "2/08500.png", "1/00005.png", "4/06999.png", "5/07000.png"]}
+    for split, files in names.items():
+        for name in files:
+            (fm / split / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (28, 28)).save(fm / split / name)
+    work = tmp_path / "study"
+    llm_study.cmd_splits(argparse.Namespace(work=work, fashion=fm, train=None, test=None))
+
+    train = llm_study.records(work / "train.jsonl")
+    assert [r["path"] for r in train] == expand_inputs([str(fm / "train")])
+    assert [r["index"] for r in train] == [1, 10, 0, 59999]  # by folder (the label), then by file
+    got = {split: [r["index"] for r in llm_study.records(work / f"{split}.jsonl")] for split in llm_study.SPLITS}
+    assert got == {"dev": [6000, 6999], "final": [8500], "holdout": [3001]}
+
+    with pytest.raises(SystemExit, match="either --fashion .* or both --train and --test"):
+        llm_study.cmd_splits(argparse.Namespace(work=work, fashion=fm, train=work / "train.jsonl", test=None))
+    with pytest.raises(SystemExit, match="either --fashion"):
+        llm_study.cmd_splits(argparse.Namespace(work=work, fashion=None, train=work / "train.jsonl", test=None))
