@@ -87,9 +87,8 @@ def test_bundled_image_lm_reads_and_draws_offline():
     with pytest.raises(ValueError, match="not to draw"):
         reader.draw_ids("trouser", 1)
     # The reader of SmolLM2's own words reads that tokenizer's sample images (its own tokenizer, loaded by
-    # the name its folder records).
-    # The sample images are test images named by their class index (it read all 10 when bundled; a reader
-    # paired with the wrong tokenizer or prompt reads near chance, 0.1).
+    # the name its folder records): test images named by their class index; it read all 10 when bundled,
+    # and a reader paired with the wrong tokenizer or prompt would read near chance, 0.1.
     words_reader = ImageLM.from_pretrained("fashion-mnist-smollm2-words-read")
     assert words_reader.image_tokenizer.codebook_ids.numel() == 31_586
     words_samples = sample_images("fashion-mnist-smollm2-words")
